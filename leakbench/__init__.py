@@ -1,0 +1,3 @@
+"""leakbench: an evaluation harness for leakage-aware modelling."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,49 @@
+"""Agents: the Anthropic tool-use loop and the scripted local policies, behind one protocol."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from leakbench.agents.base import Agent
+from leakbench.agents.local import POLICIES, LocalAgent
+from leakbench.errors import UsageError
+
+PROVIDERS = ("anthropic", "local")
+
+
+def parse_model(model: str) -> tuple[str, str]:
+    """``provider/name`` from a model string; a bare ``claude-...`` name means anthropic."""
+    if "/" in model:
+        provider, name = model.split("/", 1)
+    elif model.startswith("claude"):
+        provider, name = "anthropic", model
+    else:
+        raise UsageError(
+            f"unknown model '{model}'",
+            hint="use provider/name: anthropic/claude-haiku-4-5, or local/<policy>",
+        )
+    if provider not in PROVIDERS:
+        raise UsageError(f"unknown provider '{provider}'", hint=f"known: {', '.join(PROVIDERS)}")
+    if not name:
+        raise UsageError(f"model '{model}' has no name after the provider")
+    if provider == "local" and name not in POLICIES:
+        close = difflib.get_close_matches(name, list(POLICIES), n=1)
+        hint = f"did you mean 'local/{close[0]}'? " if close else ""
+        raise UsageError(
+            f"unknown local policy '{name}'",
+            hint=f"{hint}known: {', '.join('local/' + p for p in POLICIES)}",
+        )
+    return provider, name
+
+
+def make_agent(model: str, settings: Any, client: Any = None) -> Agent:
+    """A fresh agent for one episode; ``client`` is the shared Anthropic client, if any."""
+    provider, name = parse_model(model)
+    if provider == "local":
+        return LocalAgent(name)
+    from leakbench.agents.anthropic import AnthropicAgent
+
+    return AnthropicAgent(
+        name, settings.agent, settings.run, settings.pricing.get(name), client=client
+    )

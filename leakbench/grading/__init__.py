@@ -1,0 +1,1 @@
+"""Scoring a submission: validity, metrics, leak checks, verdict (SPEC §6)."""

@@ -1,0 +1,195 @@
+"""The verdict on one submission: metrics, leak checks, pass or fail, and every reason why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from leakbench.grading import metrics as m
+from leakbench.grading.submission import InvalidSubmission, validate_probabilities
+from leakbench.settings import LOWER_IS_BETTER, GradingSettings
+from leakbench.task.generate import Instance
+
+GRADE_SCHEMA_VERSION = 1
+
+
+@dataclass
+class PipelineEvidence:
+    """What the submitted pipeline did when the grader ran it in a sandbox."""
+
+    test_proba: np.ndarray | None = None  # re-predicted public test (consistency check)
+    holdout_proba: np.ndarray | None = None
+    shuffled: dict[str, np.ndarray] = field(default_factory=dict)  # leak column -> holdout preds
+    fingerprint_reasons: list[str] = field(default_factory=list)
+    problem: str | None = None  # why the pipeline could not be (fully) evaluated
+
+
+class Grade(BaseModel):
+    """``grade.json``: the verdict and the evidence for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = GRADE_SCHEMA_VERSION
+    outcome: Literal["passed", "failed", "invalid", "no_submission"]
+    passed: bool
+    metric: str
+    score: float | None
+    threshold: float
+    lower_is_better: bool
+    metrics: dict[str, float | None]
+    reasons: list[str]
+    leaks_detected: list[str]
+    checks: dict[str, Any]
+
+
+def _passes(score: float, threshold: float, lower_is_better: bool) -> bool:
+    return score <= threshold if lower_is_better else score >= threshold
+
+
+def invalid_grade(
+    grading: GradingSettings, reason: str, outcome: Literal["invalid", "no_submission"] = "invalid"
+) -> Grade:
+    """The grade of an episode without a valid submission."""
+    return Grade(
+        outcome=outcome,
+        passed=False,
+        metric=grading.metric,
+        score=None,
+        threshold=grading.threshold,
+        lower_is_better=grading.metric in LOWER_IS_BETTER,
+        metrics={},
+        reasons=[reason],
+        leaks_detected=[],
+        checks={},
+    )
+
+
+def grade(
+    instance: Instance,
+    proba: Any,
+    grading: GradingSettings,
+    evidence: PipelineEvidence | None = None,
+) -> Grade:
+    """Grade submitted probabilities for ``instance.test`` (and the pipeline's evidence)."""
+    try:
+        p = validate_probabilities(proba, len(instance.y_test))
+    except InvalidSubmission as exc:
+        return invalid_grade(grading, f"invalid submission: {exc.message}")
+
+    y = instance.y_test
+    scores: dict[str, float | None] = {
+        "auroc": m.auroc(y, p),
+        "brier": m.brier(y, p),
+        "log_loss": m.logloss(y, p),
+        "ece": m.ece(y, p, grading.ece_bins),
+        "oracle_auroc": instance.oracle_auroc,
+    }
+    scores["regret"] = instance.oracle_auroc - scores["auroc"]
+    reasons: list[str] = []
+    leaks: list[str] = []
+    checks: dict[str, Any] = {}
+
+    if grading.ceiling_check:
+        _ceiling(instance, scores["auroc"], grading, reasons, checks)
+    if grading.max_ece is not None and scores["ece"] > grading.max_ece:
+        reasons.append(f"ECE {scores['ece']:.4f} is above max_ece {grading.max_ece}")
+
+    if evidence is None:
+        if grading.require_pipeline:
+            reasons.append("a fitted pipeline is required: submit {'pipeline': pipe, ...}")
+    else:
+        _pipeline_checks(instance, p, evidence, grading, scores, reasons, leaks, checks)
+
+    lower = grading.metric in LOWER_IS_BETTER
+    score = scores.get(grading.metric)
+    if score is None:
+        reasons.append(f"no {grading.metric} score: it needs a pipeline that predicts the holdout")
+    elif not _passes(score, grading.threshold, lower):
+        op = ">" if lower else "<"
+        reasons.append(f"{grading.metric} {score:.4f} {op} threshold {grading.threshold:.4f}")
+    passed = not reasons
+    return Grade(
+        outcome="passed" if passed else "failed",
+        passed=passed,
+        metric=grading.metric,
+        score=score,
+        threshold=grading.threshold,
+        lower_is_better=lower,
+        metrics=scores,
+        reasons=reasons,
+        leaks_detected=leaks,
+        checks=checks,
+    )
+
+
+def _ceiling(
+    instance: Instance,
+    auc: float,
+    grading: GradingSettings,
+    reasons: list[str],
+    checks: dict[str, Any],
+) -> None:
+    # No honest model ranks better than the Bayes-optimal one except by sampling luck, which the
+    # Hanley-McNeil standard error of the submitted AUROC bounds; far above the oracle on the
+    # same rows, label information must have leaked into the features. (The SE is taken at the
+    # submitted AUROC: at the oracle's it can exceed 1 - oracle, letting a perfect score through.)
+    y = instance.y_test
+    n_pos = int(y.sum())
+    se = m.hanley_mcneil_se(auc, n_pos, len(y) - n_pos)
+    excess = auc - instance.oracle_auroc
+    z = excess / se if se > 0 else (float("inf") if excess > 0 else 0.0)
+    checks["ceiling"] = {"se": se, "excess": excess, "z": min(z, 1e9)}
+    if z > grading.ceiling_z:
+        sigmas = "infinitely many" if se == 0 else f"{z:.1f}"
+        reasons.append(
+            f"AUROC {auc:.4f} is above the Bayes ceiling: the oracle scores "
+            f"{instance.oracle_auroc:.4f} on the same rows, and {excess:.4f} more is {sigmas} "
+            f"standard errors (over {grading.ceiling_z:g}); only label information leaking into "
+            "the features can do that"
+        )
+
+
+def _pipeline_checks(
+    instance: Instance,
+    p: np.ndarray,
+    evidence: PipelineEvidence,
+    grading: GradingSettings,
+    scores: dict[str, float | None],
+    reasons: list[str],
+    leaks: list[str],
+    checks: dict[str, Any],
+) -> None:
+    if evidence.problem:
+        reasons.append(f"the submitted pipeline could not be evaluated: {evidence.problem}")
+    if evidence.test_proba is not None:
+        gap = float(np.max(np.abs(evidence.test_proba - p)))
+        checks["consistency_max_abs_diff"] = gap
+        if gap > grading.consistency_tolerance:
+            reasons.append(
+                f"the pipeline does not reproduce the submitted probabilities on test_df "
+                f"(largest difference {gap:.3g})"
+            )
+    if evidence.holdout_proba is not None:
+        hp = evidence.holdout_proba
+        scores["holdout_auroc"] = m.auroc(instance.y_holdout, hp)
+        scores["holdout_oracle_auroc"] = instance.holdout_oracle_auroc
+        scores["holdout_regret"] = instance.holdout_oracle_auroc - scores["holdout_auroc"]
+        scores["holdout_brier"] = m.brier(instance.y_holdout, hp)
+        audit: dict[str, float] = {}
+        for column, shuffled in evidence.shuffled.items():
+            change = float(np.max(np.abs(shuffled - hp)))
+            audit[column] = change
+            if change > grading.leak_tolerance:
+                leaks.append(column)
+                reasons.append(
+                    f"uses leak column {column}: shuffling it on the holdout changes "
+                    f"predictions by up to {change:.3g}"
+                )
+        checks["leak_audit"] = audit
+    for reason in evidence.fingerprint_reasons:
+        reasons.append(f"preprocessing fit on test rows: {reason}")
+    if evidence.fingerprint_reasons:
+        checks["fingerprint"] = list(evidence.fingerprint_reasons)

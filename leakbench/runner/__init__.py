@@ -1,0 +1,1 @@
+"""Episodes and runs: an agent, a sandbox and an instance, graded as each episode ends."""

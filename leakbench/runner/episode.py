@@ -1,0 +1,325 @@
+"""One episode: instance + sandbox + agent + limits -> transcript, submission, grade, outcome.
+
+The episode owns the tools, the step count and the limits, so every agent is judged the same way.
+A step is one agent turn; the first valid submission ends the episode.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from leakbench.agents.base import Agent, AgentError, ToolCall, ToolResult, Usage
+from leakbench.grading.audit import collect_evidence
+from leakbench.grading.grade import Grade, grade, invalid_grade
+from leakbench.grading.submission import InvalidSubmission, validate_probabilities
+from leakbench.runner.limits import sandbox_limits
+from leakbench.runner.tools import (
+    PYTHON_EXPRESSION,
+    SUBMIT_ANSWER,
+    TOOL_SPECS,
+    ToolInputError,
+    expression_of,
+    submit_code,
+)
+from leakbench.sandbox import SandboxError, SandboxPool, Session, SubmitReply, SubmitRequest
+from leakbench.settings import Settings
+from leakbench.store.files import append_jsonl, write_atomic
+from leakbench.store.runs import EpisodeRecord, utc_now
+from leakbench.task.files import manifest_for
+from leakbench.task.generate import Instance, make_instance
+
+
+class EpisodeCancelled(Exception):
+    """The run is being interrupted; this episode is dropped and will run again on resume."""
+
+
+@dataclass
+class EpisodeEnv:
+    """What every episode of a run shares."""
+
+    settings: Settings
+    pool: SandboxPool
+    make_agent: Callable[[], Agent]
+    prompts: tuple[str, str]  # (system, task)
+    sandbox_slots: threading.Semaphore
+    cancel: threading.Event = field(default_factory=threading.Event)
+    on_event: Callable[[int, str, str], None] | None = None  # (index, kind, text) for -v
+
+
+class _Submission:
+    """The harness side of ``submit_answer``: validates authoritatively, keeps the first valid."""
+
+    def __init__(self, n: int, require_pipeline: bool) -> None:
+        self.n = n
+        self.require_pipeline = require_pipeline
+        self.proba: np.ndarray | None = None
+        self.has_pipeline = False
+        self.attempts = 0
+        self.last_problem: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.proba is not None
+
+    def __call__(self, request: SubmitRequest) -> SubmitReply:
+        if self.accepted:
+            return SubmitReply(False, "not counted: a submission was already accepted")
+        self.attempts += 1
+        try:
+            if request.proba is None:
+                raise InvalidSubmission("payload", request.problem or "no probabilities found")
+            proba = validate_probabilities(request.proba, self.n, shape=request.shape)
+            if self.require_pipeline and not request.has_pipeline:
+                raise InvalidSubmission(
+                    "pipeline",
+                    "a fitted pipeline is required: "
+                    'submit_answer({"y_pred_proba": proba, "pipeline": pipe})',
+                )
+        except InvalidSubmission as exc:
+            self.last_problem = exc.message
+            return SubmitReply(
+                False,
+                f"submission rejected (it does not count): {exc.message}. Fix it and submit again.",
+            )
+        self.proba, self.has_pipeline = proba, request.has_pipeline
+        extra = " and a fitted pipeline" if request.has_pipeline else ""
+        return SubmitReply(
+            True, f"submission accepted: {self.n} probabilities{extra}. The episode is over."
+        )
+
+
+class Episode:
+    def __init__(self, env: EpisodeEnv, index: int, folder: Path) -> None:
+        self.env = env
+        self.index = index
+        self.seed = env.settings.task.seed + index
+        self.folder = folder
+        self.usage = Usage()
+        self.steps = 0
+        self.tool_calls = 0
+        self.restarts = 0
+        self.submission = _Submission(
+            env.settings.task.n_test, env.settings.grading.require_pipeline
+        )
+
+    def _log(self, event: dict[str, Any]) -> None:
+        append_jsonl(self.folder / "transcript.jsonl", {"t": utc_now(), **event})
+
+    def _emit(self, kind: str, text: str) -> None:
+        if self.env.on_event is not None:
+            self.env.on_event(self.index, kind, text)
+
+    def run(self) -> EpisodeRecord:
+        started, clock = utc_now(), time.perf_counter()
+        settings = self.env.settings
+        error: str | None = None
+        result: Grade | None = None
+        try:
+            instance = make_instance(settings.task, self.seed)
+            write_atomic(
+                self.folder / "instance.json",
+                manifest_for(instance, settings.task_hash()).model_dump_json(indent=2) + "\n",
+            )
+            limits = sandbox_limits(settings)
+            with self.env.pool.open(instance.train, instance.test, limits) as session:
+                end_reason = self._converse(session, instance)
+                result = self._grade(session, instance, end_reason)
+        except EpisodeCancelled:
+            raise
+        except AgentError as exc:
+            error = f"model API: {exc}"
+        except SandboxError as exc:
+            error = f"sandbox: {exc}"
+        except Exception as exc:  # a harness fault: keep the run going, keep the evidence
+            error = f"harness fault: {type(exc).__name__}: {exc}"
+            self._log({"type": "harness_fault", "traceback": traceback.format_exc()})
+        if error is not None:
+            self._log({"type": "error", "message": error})
+        return self._record(result, error, started, time.perf_counter() - clock)
+
+    # -- the conversation ----------------------------------------------------------------------
+
+    def _converse(self, session: Session, instance: Instance) -> str | None:
+        """Play turns until a valid submission, the step limit, or the agent stops.
+
+        Returns why it ended without a valid submission (None when one was accepted).
+        """
+        settings = self.env.settings
+        agent = self.env.make_agent()
+        system, task = self.env.prompts
+        agent.begin(system, task, TOOL_SPECS)
+        self._log(
+            {
+                "type": "begin",
+                "agent": agent.name,
+                "seed": self.seed,
+                "system": system,
+                "task": task,
+            }
+        )
+        results: list[ToolResult] = []
+        while self.steps < settings.agent.max_steps:
+            if self.env.cancel.is_set():
+                raise EpisodeCancelled
+            turn = agent.next_turn(results)
+            self.steps += 1
+            self.usage.add(turn.usage)
+            for record in turn.records:
+                self._log({"type": "api_call", **record})
+            self._log(
+                {
+                    "type": "turn",
+                    "step": self.steps,
+                    "stop": turn.stop,
+                    "text": turn.text,
+                    "tool_calls": [
+                        {"id": c.id, "name": c.name, "input": c.input, "truncated": c.truncated}
+                        for c in turn.tool_calls
+                    ],
+                    "usage": turn.usage.as_dict(),
+                }
+            )
+            if turn.text:
+                self._emit("text", turn.text)
+            if turn.stop == "refusal":
+                return "the model refused"
+            if turn.stop == "context_overflow":
+                return "the conversation outgrew the model's context window"
+            if not turn.tool_calls:
+                if turn.stop == "max_tokens":
+                    results = []
+                    continue
+                return "the agent ended its turn without submitting"
+            results = [self._tool(session, call) for call in turn.tool_calls]
+            if self.submission.accepted:
+                return None
+        return f"step limit ({settings.agent.max_steps}) reached without a valid submission"
+
+    def _tool(self, session: Session, call: ToolCall) -> ToolResult:
+        self.tool_calls += 1
+        if call.truncated:
+            result = ToolResult(
+                call.id,
+                "not run: this tool call was cut off by max_tokens; send shorter code",
+                True,
+            )
+        elif self.submission.accepted:
+            result = ToolResult(call.id, "not run: a submission was already accepted", True)
+        else:
+            result = self._run_tool(session, call)
+        self._log(
+            {
+                "type": "tool_result",
+                "id": call.id,
+                "content": result.content,
+                "is_error": result.is_error,
+            }
+        )
+        return result
+
+    def _run_tool(self, session: Session, call: ToolCall) -> ToolResult:
+        try:
+            if call.name == PYTHON_EXPRESSION:
+                code = expression_of(call.input)
+            elif call.name == SUBMIT_ANSWER:
+                code = submit_code(call.input)
+            else:
+                known = f"{PYTHON_EXPRESSION}, {SUBMIT_ANSWER}"
+                return ToolResult(call.id, f"unknown tool '{call.name}'; tools: {known}", True)
+        except ToolInputError as exc:
+            return ToolResult(call.id, str(exc), True)
+        self._emit("code", code)
+        with self.env.sandbox_slots:
+            outcome = session.execute(code, on_submit=self.submission)
+        self.restarts += outcome.restarted
+        self._log(
+            {
+                "type": "sandbox_call",
+                "id": call.id,
+                "ok": outcome.ok,
+                "timed_out": outcome.timed_out,
+                "restarted": outcome.restarted,
+                "duration_s": outcome.duration_s,
+            }
+        )
+        self._emit("result", outcome.output)
+        return ToolResult(call.id, outcome.output, not outcome.ok)
+
+    # -- grading -------------------------------------------------------------------------------
+
+    def _grade(self, session: Session, instance: Instance, end_reason: str | None) -> Grade:
+        grading = self.env.settings.grading
+        sub = self.submission
+        if sub.proba is None:
+            if sub.attempts:
+                reason = f"no valid submission ({end_reason}); last problem: {sub.last_problem}"
+                result = invalid_grade(grading, reason, "invalid")
+            else:
+                result = invalid_grade(grading, end_reason or "no submission", "no_submission")
+        else:
+            evidence = None
+            if sub.has_pipeline:
+                with self.env.sandbox_slots:
+                    evidence = collect_evidence(session, instance, grading)
+                self._store_pipeline(session)
+            write_atomic(
+                self.folder / "submission" / "probabilities.csv",
+                pd.DataFrame({"y_pred_proba": sub.proba}).to_csv(index=False, lineterminator="\n"),
+            )
+            result = grade(instance, sub.proba, grading, evidence)
+        write_atomic(self.folder / "grade.json", result.model_dump_json(indent=2) + "\n")
+        return result
+
+    def _store_pipeline(self, session: Session) -> None:
+        # Opaque bytes: stored for the user, never unpickled by the harness.
+        blob = session.pipeline_bytes()
+        if blob is not None:
+            write_atomic(self.folder / "submission" / "pipeline.pkl", blob)
+        elif session.pipeline_problem:
+            write_atomic(
+                self.folder / "submission" / "pipeline_problem.txt", session.pipeline_problem
+            )
+
+    def _record(
+        self, result: Grade | None, error: str | None, started: str, wall_s: float
+    ) -> EpisodeRecord:
+        settings = self.env.settings
+        common: dict[str, Any] = {
+            "index": self.index,
+            "seed": self.seed,
+            "model": settings.agent.model,
+            "preset": settings.task.preset,
+            "steps": self.steps,
+            "tool_calls": self.tool_calls,
+            "submit_attempts": self.submission.attempts,
+            "restarts": self.restarts,
+            "usage": self.usage.as_dict(),
+            "wall_s": wall_s,
+            "started_at": started,
+            "finished_at": utc_now(),
+            "threshold": settings.grading.threshold,
+            "metric": settings.grading.metric,
+        }
+        if result is None:
+            return EpisodeRecord(
+                outcome="error", passed=False, error=error, reasons=[error or ""], **common
+            )
+        return EpisodeRecord(
+            outcome=result.outcome,
+            passed=result.passed,
+            score=result.score,
+            lower_is_better=result.lower_is_better,
+            metrics=result.metrics,
+            reasons=result.reasons,
+            leaks_detected=result.leaks_detected,
+            **common,
+        )

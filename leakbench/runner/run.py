@@ -1,0 +1,155 @@
+"""A run: N episodes of one agent, run concurrently, each graded and logged as it ends.
+
+Threads, not processes: an episode spends its time waiting on the model or on its sandbox worker
+(a separate process), so the harness itself needs little CPU. Episodes in flight, and so model
+calls at once, are bounded by ``run.concurrency``; sandbox calls at once by
+``run.sandbox_concurrency`` (default: one per core), so 32 conversations can wait on the model
+while the CPU runs only as many fits as it has cores.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from leakbench.agents.base import Agent
+from leakbench.runner.episode import Episode, EpisodeCancelled, EpisodeEnv
+from leakbench.sandbox import SandboxPool
+from leakbench.settings import Settings
+from leakbench.store.runs import OUTCOMES, EpisodeRecord, RunDir
+
+
+class RunObserver(Protocol):
+    def started(self, total: int, done: list[EpisodeRecord]) -> None: ...
+
+    def finished(self, record: EpisodeRecord) -> None: ...
+
+    def event(self, index: int, kind: str, text: str) -> None: ...
+
+
+@dataclass
+class RunResult:
+    run: RunDir
+    records: list[EpisodeRecord]
+
+
+def pending_indices(run: RunDir, runs: int) -> list[int]:
+    """Episodes still to run. Errors are run again: their lines are dropped from the log first,
+    so the log never holds two lines for one episode."""
+    records = run.records()
+    kept = [r for r in records if r.outcome != "error" and r.index < runs]
+    if len(kept) != len(records):
+        run.rewrite_records(kept)
+    done = {r.index for r in kept}
+    return [i for i in range(runs) if i not in done]
+
+
+def summarize(records: list[EpisodeRecord]) -> dict[str, int]:
+    counts = Counter(r.outcome for r in records)
+    return {"done": len(records), **{o: counts.get(o, 0) for o in OUTCOMES}}
+
+
+def total_usage(records: list[EpisodeRecord]) -> dict[str, float]:
+    totals: Counter[str] = Counter()
+    for record in records:
+        totals.update(record.usage)
+    return dict(totals)
+
+
+def execute_run(
+    run: RunDir,
+    settings: Settings,
+    make_agent: Callable[[], Agent],
+    prompts: tuple[str, str],
+    pool: SandboxPool,
+    observer: RunObserver,
+) -> RunResult:
+    """Run every pending episode of ``run``. Ctrl-C marks the run interrupted and re-raises;
+    every episode finished by then is on disk, and ``--resume`` runs the rest."""
+    todo = pending_indices(run, settings.run.runs)
+    observer.started(settings.run.runs, run.records())
+    sandbox_slots = settings.run.sandbox_concurrency or (os.cpu_count() or 1)
+    env = EpisodeEnv(
+        settings=settings,
+        pool=pool,
+        make_agent=make_agent,
+        prompts=prompts,
+        sandbox_slots=threading.Semaphore(sandbox_slots),
+        on_event=observer.event,
+    )
+    clock = time.perf_counter()
+    run.write_manifest(status="running", isolation=pool.isolation)
+    tasks: queue.Queue[int] = queue.Queue()
+    for index in todo:
+        tasks.put(index)
+    finished: queue.Queue[EpisodeRecord | BaseException] = queue.Queue()
+
+    def worker() -> None:
+        while not env.cancel.is_set():
+            try:
+                index = tasks.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                record = Episode(env, index, run.fresh_episode_dir(index)).run()
+            except EpisodeCancelled:
+                return
+            except BaseException as exc:  # never lose a worker silently
+                finished.put(exc)
+                return
+            run.append(record)
+            finished.put(record)
+
+    # Daemon threads: an interrupted run exits at once, without waiting on a model reply.
+    threads = [
+        threading.Thread(target=worker, name=f"episode-{i}", daemon=True)
+        for i in range(min(settings.run.concurrency, len(todo)))
+    ]
+    for thread in threads:
+        thread.start()
+    base_wall = run.manifest.wall_s
+    try:
+        for _ in todo:
+            item = _next(finished)
+            if isinstance(item, BaseException):
+                raise item
+            observer.finished(item)
+            records = run.records()
+            run.write_manifest(
+                counts=summarize(records),
+                usage=total_usage(records),
+                wall_s=base_wall + time.perf_counter() - clock,
+            )
+    except BaseException:
+        env.cancel.set()
+        records = run.records()
+        run.write_manifest(
+            status="interrupted",
+            counts=summarize(records),
+            usage=total_usage(records),
+            wall_s=base_wall + time.perf_counter() - clock,
+        )
+        raise
+    records = run.records()
+    run.write_manifest(
+        status="completed",
+        counts=summarize(records),
+        usage=total_usage(records),
+        wall_s=base_wall + time.perf_counter() - clock,
+    )
+    return RunResult(run, records)
+
+
+def _next(finished: queue.Queue[EpisodeRecord | BaseException]) -> EpisodeRecord | BaseException:
+    # A timed wait keeps the main thread responsive to Ctrl-C.
+    while True:
+        try:
+            return finished.get(timeout=0.2)
+        except queue.Empty:
+            continue

@@ -1,0 +1,86 @@
+"""The agent's two tools (SPEC §5.1): their definitions and how a JSON ``submit_answer`` call
+becomes the same in-sandbox ``submit_answer`` call that code makes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from leakbench.grading.submission import PROBA_KEYS
+
+PYTHON_EXPRESSION = "python_expression"
+SUBMIT_ANSWER = "submit_answer"
+
+TOOL_SPECS: list[dict[str, Any]] = [
+    {
+        "name": PYTHON_EXPRESSION,
+        "description": (
+            "Run Python code in your persistent sandbox (state is kept between calls, like a "
+            "notebook). Pre-loaded: train_df (with target), test_df (features only), pd, np, "
+            "sklearn, scipy. Returns printed output and the value of a final expression, "
+            "truncated if long; an exception returns its traceback. Inside the code, "
+            'submit_answer({"y_pred_proba": proba, "pipeline": pipe}) submits.'
+        ),
+        "input_schema": {
+            "type": "object",
+            "properties": {"expression": {"type": "string", "description": "Python code"}},
+            "required": ["expression"],
+        },
+    },
+    {
+        "name": SUBMIT_ANSWER,
+        "description": (
+            "Submit your answer: probabilities of target=1 for every test_df row, in order, and "
+            "your fitted pipeline. Values may be numbers or names of sandbox variables, e.g. "
+            '{"answer": {"y_pred_proba": "proba", "pipeline": "pipe"}}. Only the first valid '
+            "submission counts and ends the episode."
+        ),
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "answer": {
+                    "type": "object",
+                    "description": f"keys: one of {', '.join(PROBA_KEYS)}; optional pipeline",
+                }
+            },
+            "required": ["answer"],
+        },
+    },
+]
+
+
+class ToolInputError(ValueError):
+    """A tool call whose input cannot be used; the message goes back to the agent."""
+
+
+def expression_of(tool_input: dict[str, Any]) -> str:
+    code = tool_input.get("expression")
+    if not isinstance(code, str):
+        raise ToolInputError("python_expression needs an 'expression' string")
+    return code
+
+
+def submit_code(tool_input: dict[str, Any]) -> str:
+    """The sandbox code for a JSON ``submit_answer`` call.
+
+    A string value names a sandbox variable; anything else is a JSON value passed as data.
+    """
+    answer = tool_input.get("answer", tool_input)
+    if isinstance(answer, str):
+        try:
+            answer = json.loads(answer)
+        except json.JSONDecodeError:
+            raise ToolInputError("submit_answer needs an 'answer' object") from None
+    if not isinstance(answer, dict):
+        raise ToolInputError("submit_answer needs an 'answer' object")
+    parts = []
+    for key, value in answer.items():
+        if not isinstance(key, str):
+            raise ToolInputError("answer keys must be strings")
+        if isinstance(value, str):
+            if not value.isidentifier():
+                raise ToolInputError(f"answer[{key!r}]: {value!r} is not a variable name")
+            parts.append(f"{key!r}: {value}")
+        else:
+            parts.append(f"{key!r}: __import__('json').loads({json.dumps(value)!r})")
+    return "submit_answer({" + ", ".join(parts) + "})"

@@ -1,0 +1,1 @@
+"""Everything leakbench writes to disk: atomic files, JSONL logs, run directories."""

@@ -1,0 +1,236 @@
+"""Run directories (SPEC §8): the manifest, the saved settings and the episodes log.
+
+```
+results/<UTC-time>_<model>_<short-id>/
+  manifest.json     schema_version, version, argv, model, preset, status, counts, timings
+  settings.toml     the resolved settings
+  episodes/<nnnn>/  instance.json, transcript.jsonl, submission/, grade.json
+  episodes.jsonl    one line per finished episode, appended and flushed as each one ends
+```
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from leakbench import __version__
+from leakbench.errors import UsageError
+from leakbench.settings import Settings, load_settings_file
+from leakbench.store.files import append_jsonl, read_jsonl, write_atomic
+
+RUN_SCHEMA_VERSION = 1
+Outcome = Literal["passed", "failed", "invalid", "no_submission", "error"]
+OUTCOMES: tuple[str, ...] = ("passed", "failed", "invalid", "no_submission", "error")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class RunManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = RUN_SCHEMA_VERSION
+    leakbench_version: str = __version__
+    run_id: str
+    argv: list[str]
+    model: str
+    preset: str
+    status: Literal["running", "completed", "interrupted"]
+    isolation: str = "unknown"
+    runs: int
+    base_seed: int
+    counts: dict[str, int] = Field(default_factory=dict)
+    created_at: str
+    updated_at: str
+    wall_s: float = 0.0  # summed over the sessions that worked on the run
+    usage: dict[str, float] = Field(default_factory=dict)
+
+
+class EpisodeRecord(BaseModel):
+    """One line of ``episodes.jsonl``: everything a report needs about one episode."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = RUN_SCHEMA_VERSION
+    index: int
+    seed: int
+    model: str
+    preset: str
+    outcome: Outcome
+    passed: bool
+    metric: str
+    score: float | None = None
+    threshold: float
+    lower_is_better: bool = False
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    reasons: list[str] = Field(default_factory=list)
+    leaks_detected: list[str] = Field(default_factory=list)
+    steps: int = 0
+    tool_calls: int = 0
+    submit_attempts: int = 0
+    restarts: int = 0
+    usage: dict[str, float] = Field(default_factory=dict)
+    wall_s: float = 0.0
+    error: str | None = None
+    started_at: str
+    finished_at: str
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-") or "model"
+
+
+class RunDir:
+    """One run directory. Appends are serialised by a lock; every other file is atomic."""
+
+    def __init__(self, path: Path, manifest: RunManifest) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+        self._lock = threading.Lock()
+
+    # -- creating and opening ---------------------------------------------------------------
+
+    @classmethod
+    def create(cls, results_dir: Path, settings: Settings, argv: list[str]) -> RunDir:
+        now = datetime.now(UTC)
+        model = settings.agent.model
+        run_id = f"{now:%Y%m%dT%H%M%SZ}_{_slug(model)}_{secrets.token_hex(3)}"
+        path = Path(results_dir) / run_id
+        path.mkdir(parents=True, exist_ok=False)
+        stamp = utc_now()
+        manifest = RunManifest(
+            run_id=run_id,
+            argv=argv,
+            model=model,
+            preset=settings.task.preset,
+            status="running",
+            runs=settings.run.runs,
+            base_seed=settings.task.seed,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        run = cls(path, manifest)
+        write_atomic(path / "settings.toml", settings.to_toml())
+        run.write_manifest()
+        return run
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        return cls(path, read_manifest(path))
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id
+
+    def settings(self) -> Settings:
+        return load_settings_file(self.path / "settings.toml")
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def write_manifest(self, **changes: Any) -> None:
+        with self._lock:
+            self.manifest = self.manifest.model_copy(update={**changes, "updated_at": utc_now()})
+            write_atomic(
+                self.path / "manifest.json", self.manifest.model_dump_json(indent=2) + "\n"
+            )
+
+    def episode_dir(self, index: int) -> Path:
+        return self.path / "episodes" / f"{index:04d}"
+
+    def fresh_episode_dir(self, index: int) -> Path:
+        """An empty folder for episode ``index`` (what an interrupted attempt left is removed)."""
+        folder = self.episode_dir(index)
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        return folder
+
+    def append(self, record: EpisodeRecord) -> None:
+        with self._lock:
+            append_jsonl(self.path / "episodes.jsonl", record.model_dump(mode="json"))
+
+    def rewrite_records(self, records: list[EpisodeRecord]) -> None:
+        """Replace ``episodes.jsonl`` atomically (resume drops error lines it will run again)."""
+        with self._lock:
+            text = "".join(r.model_dump_json() + "\n" for r in records)
+            write_atomic(self.path / "episodes.jsonl", text)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def records(self) -> list[EpisodeRecord]:
+        """The finished episodes, one per index (the last line wins), in index order."""
+        by_index: dict[int, EpisodeRecord] = {}
+        for raw in read_jsonl(self.path / "episodes.jsonl"):
+            try:
+                record = EpisodeRecord.model_validate(raw)
+            except ValidationError:
+                continue
+            by_index[record.index] = record
+        return [by_index[i] for i in sorted(by_index)]
+
+
+def read_manifest(path: Path) -> RunManifest:
+    file = Path(path) / "manifest.json"
+    if not file.is_file():
+        raise UsageError(f"{path}: not a run directory (no manifest.json)")
+    try:
+        raw = file.read_text(encoding="utf-8")
+        manifest = RunManifest.model_validate_json(raw)
+    except ValidationError as exc:
+        version = _schema_version(raw)
+        if version is not None and version != RUN_SCHEMA_VERSION:
+            raise UsageError(
+                f"{file}: run schema version {version} is not supported by leakbench "
+                f"{__version__} (it reads version {RUN_SCHEMA_VERSION})"
+            ) from None
+        raise UsageError(f"{file}: not a valid run manifest: {exc.errors()[0]['msg']}") from None
+    if manifest.schema_version != RUN_SCHEMA_VERSION:
+        raise UsageError(
+            f"{file}: run schema version {manifest.schema_version} is not supported by "
+            f"leakbench {__version__} (it reads version {RUN_SCHEMA_VERSION})"
+        )
+    return manifest
+
+
+def _schema_version(raw: str) -> int | None:
+    import json
+
+    try:
+        value = json.loads(raw).get("schema_version")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def find_run(results_dir: Path, run: str) -> Path:
+    """A run folder from an id, a unique id prefix, or a path."""
+    as_path = Path(run)
+    if (as_path / "manifest.json").is_file():
+        return as_path
+    candidate = Path(results_dir) / run
+    if (candidate / "manifest.json").is_file():
+        return candidate
+    matches = sorted(
+        p for p in Path(results_dir).glob(f"{run}*") if (p / "manifest.json").is_file()
+    )
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UsageError(f"run '{run}' is ambiguous: {', '.join(p.name for p in matches[:5])}")
+    raise UsageError(f"no run '{run}' in {results_dir}", hint="list runs with `leakbench report`")
+
+
+def list_runs(results_dir: Path) -> list[Path]:
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if (p / "manifest.json").is_file())

@@ -1,0 +1,123 @@
+"""The command line as a user meets it: exit codes, stdout vs stderr, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leakbench.task.generate import make_instance
+from leakbench.settings import TaskSettings
+
+COMMANDS = ["generate", "grade", "settings"]
+
+
+def test_help_of_app_and_every_command(cli):
+    result = cli("--help")
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+        sub = cli(command, "--help")
+        assert sub.exit_code == 0, command
+        assert "Example: leakbench" in sub.stdout, command
+
+
+def test_generate_twice_is_identical_and_refuses_non_empty(cli, tmp_path):
+    for name in ("a", "b"):
+        result = cli("generate", "--preset", "seed", "--seed", "42", "--out", tmp_path / name)
+        assert result.exit_code == 0, result.stderr
+    a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*.*")}
+    b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*.*")}
+    assert a == b and len(a) == 6
+    result = cli("generate", "--preset", "seed", "--out", tmp_path / "a")
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip()
+        == f"error: {tmp_path / 'a'}: folder is not empty (pick another --out or add --force)"
+    )
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def instance_dir(cli, tmp_path):
+    out = tmp_path / "inst"
+    assert cli("generate", "--preset", "seed", "--seed", "3", "--out", out).exit_code == 0
+    return out
+
+
+def test_grade_predictions_json_and_table(cli, tmp_path, instance_dir):
+    inst = make_instance(TaskSettings(), 3)
+    path = tmp_path / "p.csv"
+    pd.DataFrame({"y_pred_proba": inst.oracle_test}).to_csv(path, index=False)
+    result = cli("grade", "--instance", instance_dir, "--predictions", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["metrics"]["auroc"] == pytest.approx(inst.oracle_auroc, abs=1e-12)
+    assert data["metrics"]["regret"] == pytest.approx(0.0, abs=1e-12)
+    assert data["metric"] == "auroc" and data["threshold"] == 0.9471
+    npy = tmp_path / "p.npy"
+    np.save(npy, inst.oracle_test)
+    result = cli("grade", "--instance", instance_dir, "--predictions", npy, "--threshold", "0.5")
+    assert result.exit_code == 0 and "verdict: PASSED" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("0.5\n" * 199, "expected 200 probabilities"),
+        ("0.5\n" * 199 + "nan\n", "NaN or infinite"),
+        ("0.5\n" * 199 + "2\n", "must lie in [0, 1]"),
+        ("0.5\n" * 199 + "abc\n", "'abc' on data row 200 is not a number"),
+        ("a,b\n" + "0.5,0.5\n" * 200, "expected one probability column, got 2 columns"),
+    ],
+)
+def test_grade_rejects_each_bad_file_with_exit_2(cli, tmp_path, instance_dir, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    result = cli("grade", "--instance", instance_dir, "--predictions", path)
+    assert result.exit_code == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert result.stdout == ""
+
+
+def test_grade_rejects_bad_npy_and_2d(cli, tmp_path, instance_dir):
+    path = tmp_path / "two.npy"
+    np.save(path, np.full((200, 2), 0.5))
+    result = cli("grade", "--instance", instance_dir, "--predictions", path)
+    assert result.exit_code == 2 and "must be 1-D" in result.stderr
+    path = tmp_path / "junk.npy"
+    path.write_bytes(b"not numpy")
+    result = cli("grade", "--instance", instance_dir, "--predictions", path)
+    assert result.exit_code == 2 and "not a readable .npy" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[grading\n", "not valid TOML"),
+        (
+            "[grading]\nthreshhold = 1\n",
+            "grading.threshhold: unknown key (did you mean 'threshold'?)",
+        ),
+        ("[run]\nruns = 'many'\n", "run.runs: Input should be a valid integer"),
+    ],
+)
+def test_bad_config_is_one_line_exit_2(cli, tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    result = cli("--config", path, "settings")
+    assert result.exit_code == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.output
+
+
+def test_settings_prints_resolved_toml(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("LEAKBENCH_RUN__CONCURRENCY", "3")
+    result = cli("settings", "--preset", "seed")
+    assert result.exit_code == 0
+    assert 'preset = "seed"' in result.stdout and "threshold = 0.9471" in result.stdout
+    assert "concurrency = 3" in result.stdout
+    missing = cli("--config", tmp_path / "missing.toml", "settings")
+    assert missing.exit_code == 2 and "config file not found" in missing.stderr

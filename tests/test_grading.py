@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss, roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from leakbench.grading import metrics
+from leakbench.grading.grade import PipelineEvidence, grade
+from leakbench.grading.submission import InvalidSubmission, validate_probabilities
+from leakbench.settings import GradingSettings, TaskSettings
+from leakbench.task.generate import make_instance
+
+TASK = TaskSettings()
+SEED_GRADING = GradingSettings()
+
+
+def _fit_predict(inst, drop_leaks: bool) -> np.ndarray:
+    """The original project's baseline: StandardScaler + OneHotEncoder + LogisticRegression."""
+    drop = ["target", *(inst.leak_columns if drop_leaks else [])]
+    x = inst.train.drop(columns=drop)
+    numeric = [c for c in x.columns if not isinstance(x[c].dtype, pd.CategoricalDtype)]
+    categorical = [c for c in x.columns if c not in numeric]
+    pre = ColumnTransformer(
+        [
+            ("num", StandardScaler(), numeric),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
+        ]
+    )
+    pipe = Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=1000))])
+    pipe.fit(x, inst.train["target"])
+    return pipe.predict_proba(inst.test[x.columns])[:, 1]
+
+
+def test_auroc_matches_sklearn_to_1e12():
+    inst = make_instance(TASK, 1)
+    p = np.random.default_rng(0).random(len(inst.y_test))
+    g = grade(inst, p, SEED_GRADING)
+    assert abs(g.metrics["auroc"] - roc_auc_score(inst.y_test, p)) < 1e-12
+    assert g.metrics["brier"] == pytest.approx(brier_score_loss(inst.y_test, p), abs=1e-12)
+    assert g.metrics["regret"] == pytest.approx(inst.oracle_auroc - g.metrics["auroc"])
+
+
+def test_ece_of_perfectly_calibrated_bins_is_zero_and_of_a_constant_is_the_gap():
+    y = np.array([0, 1, 0, 1])
+    assert metrics.ece(y, np.array([0.5, 0.5, 0.5, 0.5])) == 0.0
+    assert metrics.ece(y, np.full(4, 0.9)) == pytest.approx(0.4)
+
+
+def test_hanley_mcneil_reference_value():
+    # A = 0.9, 50 positives, 50 negatives: Q1 = 0.9/1.1, Q2 = 2*0.81/1.9, by hand SE = 0.03212
+    assert metrics.hanley_mcneil_se(0.9, 50, 50) == pytest.approx(0.03212, abs=1e-5)
+    assert metrics.hanley_mcneil_se(1.0, 50, 50) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "needle"),
+    [
+        ([0.5] * 199, "length", "expected 200 probabilities"),
+        ([0.5] * 199 + [float("nan")], "not_finite", "NaN or infinite (first at index 199)"),
+        ([0.5] * 199 + [float("inf")], "not_finite", "NaN or infinite"),
+        ([0.5] * 199 + [1.5], "range", "must lie in [0, 1]"),
+        (np.full((200, 2), 0.5), "shape", "predict_proba(X)[:, 1]"),
+        ([0.5] * 199 + ["a"], "non_numeric", "found str 'a'"),
+        ([True] * 200, "non_numeric", "found bool"),
+        (None, "missing", "no probabilities"),
+    ],
+)
+def test_each_bad_payload_has_its_own_reason(payload, code, needle):
+    with pytest.raises(InvalidSubmission) as err:
+        validate_probabilities(payload, 200)
+    assert err.value.code == code
+    assert needle in err.value.message
+
+
+def test_invalid_payload_grades_invalid_with_reason():
+    inst = make_instance(TASK, 1)
+    g = grade(inst, [0.5] * 10, SEED_GRADING)
+    assert g.outcome == "invalid" and not g.passed
+    assert g.reasons == [
+        "invalid submission: expected 200 probabilities (one per test_df row, in its order), got 10"
+    ]
+
+
+def test_require_pipeline_and_holdout_metric_without_pipeline_fail():
+    inst = make_instance(TASK, 1)
+    g = grade(inst, inst.oracle_test, GradingSettings(require_pipeline=True))
+    assert g.outcome == "failed" and any("pipeline is required" in r for r in g.reasons)
+    g = grade(inst, inst.oracle_test, GradingSettings(metric="holdout_regret", threshold=0.01))
+    assert g.score is None and any("no holdout_regret score" in r for r in g.reasons)
+
+
+def test_pipeline_evidence_drives_audit_consistency_and_holdout_metric():
+    inst = make_instance(TASK, 1)
+    hp = inst.oracle_holdout
+    evidence = PipelineEvidence(
+        test_proba=inst.oracle_test,
+        holdout_proba=hp,
+        shuffled={"leak_future_signal": hp, "leak_cat0_rate_full": np.clip(hp + 0.01, 0, 1)},
+    )
+    grading = GradingSettings(metric="holdout_regret", threshold=0.001)
+    g = grade(inst, inst.oracle_test, grading, evidence)
+    assert g.metrics["holdout_regret"] == 0.0
+    assert g.leaks_detected == ["leak_cat0_rate_full"]
+    assert "uses leak column leak_cat0_rate_full" in g.reasons[0]
+    evidence.shuffled = {}
+    g = grade(inst, inst.oracle_test, grading, evidence)
+    assert g.passed, g.reasons
+    g = grade(inst, np.clip(inst.oracle_test + 0.01, 0, 1), grading, evidence)
+    assert not g.passed and "does not reproduce the submitted probabilities" in g.reasons[0]
+
+
+@pytest.mark.slow
+def test_seed_preset_baseline_oracle_and_leaky_over_200_seeds():
+    baseline, oracle, passes = [], [], 0
+    for seed in range(200):
+        inst = make_instance(TASK, seed)
+        p = _fit_predict(inst, drop_leaks=True)
+        g = grade(inst, p, SEED_GRADING)
+        baseline.append(g.metrics["auroc"])
+        oracle.append(inst.oracle_auroc)
+        passes += g.passed
+        assert not any("Bayes ceiling" in r for r in g.reasons)  # honest models are not flagged
+    assert np.mean(baseline) == pytest.approx(0.937, abs=0.003)
+    assert np.mean(oracle) == pytest.approx(0.940, abs=0.003)
+    assert 0.2 <= passes / 200 <= 0.4
+    for seed in range(20):
+        inst = make_instance(TASK, seed)
+        g = grade(inst, _fit_predict(inst, drop_leaks=False), SEED_GRADING)
+        assert g.metrics["auroc"] >= 0.99
+        assert not g.passed and any("Bayes ceiling" in r for r in g.reasons)

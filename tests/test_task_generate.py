@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+from sklearn.metrics import roc_auc_score
+
+from leakbench.settings import FamilySettings, TaskSettings
+from leakbench.task.generate import make_instance
+
+SEED_TASK = TaskSettings()
+
+# Values of the original project's make_problem(seed) (draw order: train numerics, test numerics,
+# cat0 train/test, cat1 train/test, noise train/test), pinned to the last digit.
+FIRST_TRAIN_ROW = {
+    0: {
+        "num_0": 0.1257302210933933,
+        "num_1": -0.1321048632913019,
+        "num_2": 0.6404226504432821,
+        "num_3": 0.10490011715303971,
+        "num_4": -0.535669373161111,
+        "cat0": 1,
+        "cat1": 0,
+        "target": 1,
+        "leak_future_signal": 1,
+        "leak_global_target_mean": 0.528,
+        "leak_cat0_rate_full": 0.6410256410256411,
+    },
+    42: {
+        "num_0": 0.30471707975443135,
+        "num_1": -1.0399841062404955,
+        "num_2": 0.7504511958064572,
+        "num_3": 0.9405647163912139,
+        "num_4": -1.9510351886538364,
+        "cat0": 2,
+        "cat1": 0,
+        "target": 1,
+        "leak_future_signal": 1,
+        "leak_global_target_mean": 0.482,
+        "leak_cat0_rate_full": 0.4745098039215686,
+    },
+}
+
+
+@pytest.mark.parametrize("seed", [0, 42])
+def test_reproduces_the_original_generator(seed):
+    inst = make_instance(SEED_TASK, seed)
+    row = inst.train.iloc[0]
+    for column, value in FIRST_TRAIN_ROW[seed].items():
+        assert row[column] == value, column
+    assert inst.y_test[0] == 1
+
+
+def test_frames_shapes_dtypes_and_roles():
+    inst = make_instance(SEED_TASK, 3)
+    assert inst.train.shape == (800, 11) and inst.test.shape == (200, 10)
+    assert "target" not in inst.test.columns and "target" not in inst.holdout.columns
+    assert list(inst.test.columns) == list(inst.holdout.columns)
+    assert isinstance(inst.train["cat0"].dtype, pd.CategoricalDtype)
+    assert list(inst.train["cat1"].cat.categories) == [0, 1, 2]
+    assert inst.leak_columns == [
+        "leak_future_signal",
+        "leak_global_target_mean",
+        "leak_cat0_rate_full",
+    ]
+    assert len(inst.holdout) == SEED_TASK.n_holdout
+
+
+def test_same_seed_same_frames_other_seed_other_frames():
+    a, b, c = make_instance(SEED_TASK, 7), make_instance(SEED_TASK, 7), make_instance(SEED_TASK, 8)
+    pd.testing.assert_frame_equal(a.train, b.train, check_exact=True)
+    pd.testing.assert_frame_equal(a.holdout, b.holdout, check_exact=True)
+    assert not a.train["num_0"].equals(c.train["num_0"])
+
+
+def test_seed_leaks_are_what_the_original_describes():
+    inst = make_instance(SEED_TASK, 11)
+    y_all = np.concatenate([inst.train["target"], inst.y_test])
+    assert (inst.train["leak_future_signal"] == inst.train["target"]).all()
+    assert (inst.test["leak_future_signal"].to_numpy() == inst.y_test).all()
+    assert (inst.test["leak_global_target_mean"] == y_all.mean()).all()
+    cat_all = np.concatenate([inst.train["cat0"].astype(int), inst.test["cat0"].astype(int)])
+    for level in range(4):
+        rate = y_all[cat_all == level].mean()
+        assert np.allclose(inst.test.loc[inst.test["cat0"] == level, "leak_cat0_rate_full"], rate)
+
+
+def test_holdout_leaks_carry_no_label_information():
+    inst = make_instance(SEED_TASK, 5)
+    h = inst.holdout
+    # the future signal in the holdout is independent of the holdout labels
+    assert abs(roc_auc_score(inst.y_holdout, h["leak_future_signal"]) - 0.5) < 0.05
+    # the global mean and category rates are the train-only ones
+    assert (h["leak_global_target_mean"] == inst.train["target"].mean()).all()
+    train_rates = inst.train.groupby("cat0", observed=False)["target"].mean()
+    expected = h["cat0"].map(train_rates).astype(float)
+    assert np.allclose(h["leak_cat0_rate_full"], expected)
+
+
+def test_oracle_is_the_exact_conditional_probability():
+    inst = make_instance(SEED_TASK, 2)
+    x = inst.test[[f"num_{i}" for i in range(5)]].to_numpy()
+    f = (
+        x @ np.array([1.2, -0.8, 0.6, 0.4, -0.2])
+        + 0.5 * (inst.test["cat0"].astype(int) == 1)
+        - 0.3 * (inst.test["cat1"].astype(int) == 2)
+    )
+    assert np.allclose(inst.oracle_test, norm.cdf(f / 0.8), atol=1e-12)
+    assert inst.oracle_auroc == pytest.approx(roc_auc_score(inst.y_test, inst.oracle_test))
+    # calibration: over many holdout rows the mean oracle probability matches the label rate
+    assert abs(inst.oracle_holdout.mean() - inst.y_holdout.mean()) < 0.03
+
+
+def test_family_knobs_change_the_data_without_new_code():
+    family = FamilySettings(num_weights=[2.0, 1.0], cat_levels=[3], cat_effects=[[0.0, 1.0, -1.0]])
+    task = TaskSettings(family=family, leaks=["future_signal", "cat0_rate_full"], n_holdout=50)
+    inst = make_instance(task, 0)
+    assert list(inst.test.columns) == [
+        "num_0",
+        "num_1",
+        "cat0",
+        "leak_future_signal",
+        "leak_cat0_rate_full",
+    ]
+    assert list(inst.train["cat0"].cat.categories) == [0, 1, 2]
