@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leakbench.task.generate import make_instance
 from leakbench.settings import TaskSettings
+from leakbench.task.generate import make_instance
 
 COMMANDS = ["generate", "grade", "settings"]
 

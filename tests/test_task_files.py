@@ -31,7 +31,7 @@ def test_same_inputs_give_byte_identical_files(tmp_path):
 
 
 def test_public_and_private_hold_exactly_what_they_should(tmp_path):
-    ((folder, manifest),) = generate_instances(SEED, tmp_path / "i")
+    ((folder, _),) = generate_instances(SEED, tmp_path / "i")
     assert sorted(p.name for p in (folder / "public").iterdir()) == ["test.csv", "train.csv"]
     assert sorted(p.name for p in (folder / "private").iterdir()) == [
         "holdout.csv",
@@ -74,7 +74,7 @@ def test_tampered_file_and_non_empty_folder_are_refused(tmp_path):
     generate_instances(SEED, folder, force=True)
     with open(folder / "private/test_answers.csv", "a") as handle:
         handle.write("1,0.5\n")
-    with pytest.raises(UsageError, match="test_answers.csv was changed"):
+    with pytest.raises(UsageError, match=r"test_answers\.csv was changed"):
         read_instance(folder)
 
 
