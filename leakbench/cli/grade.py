@@ -14,11 +14,19 @@ from leakbench.cli.state import state
 from leakbench.errors import UsageError
 from leakbench.grading.external import grade_external
 from leakbench.grading.grade import Grade
+from leakbench.grading.regrade import regrade_run
+from leakbench.store.runs import RunDir, find_run
 from leakbench.task.files import read_instance, read_manifest
 
 
 def grade_command(
     ctx: typer.Context,
+    runs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Run ids or folders to re-grade with the current settings.", metavar="[RUN]..."
+        ),
+    ] = None,
     instance: Annotated[
         Path | None, typer.Option("--instance", "-i", help="Instance folder from `generate`.")
     ] = None,
@@ -36,7 +44,7 @@ def grade_command(
     ] = None,
     json_out: Json = False,
 ) -> None:
-    """Grade predictions or a pickled pipeline against a generated instance.
+    """Grade predictions or a pipeline against an instance, or re-grade finished runs.
 
     Scores probabilities for the instance's test rows, and/or a fitted pipeline, against the
     answer key: AUROC, Brier, log loss, ECE, oracle AUROC and regret, the Bayes-ceiling check,
@@ -45,10 +53,21 @@ def grade_command(
     The preset defaults to the one the instance was generated with. A failed verdict exits 0
     (it is a result); an unreadable or invalid predictions file exits 2.
 
+    With run ids instead, re-grades every episode of those runs under the current settings
+    (the run's preset < --config < LEAKBENCH_* < --threshold) from what the episodes measured,
+    and rewrites their grade.json, episodes.jsonl, manifest counts and settings.toml.
+
     Example: leakbench grade --instance instances/seed42 --predictions proba.csv
+
+    Example: leakbench --config calibrated.toml grade 20261126T080000Z_local-baseline_1a2b3c
     """
+    if runs and instance is not None:
+        raise UsageError("give run ids or --instance, not both")
+    if runs:
+        _regrade(ctx, runs, preset, threshold, json_out)
+        return
     if instance is None:
-        raise UsageError("missing --instance DIR", hint="see `leakbench grade --help`")
+        raise UsageError("nothing to grade", hint="give run ids, or --instance DIR")
     manifest = read_manifest(instance)
     settings = state(ctx).settings(preset or manifest.preset, {"grading.threshold": threshold})
     result = grade_external(read_instance(instance), settings, predictions, pipeline)
@@ -56,6 +75,29 @@ def grade_command(
         display.print_json(result.model_dump(mode="json"))
     else:
         display.print_table(grade_table(result))
+
+
+def _regrade(
+    ctx: typer.Context, runs: list[str], preset: str | None, threshold: float | None, json_out: bool
+) -> None:
+    app_state = state(ctx)
+    results_dir = Path(app_state.results_dir or app_state.settings(preset).run.results_dir)
+    summary = []
+    for ref in runs:
+        run = RunDir.open(find_run(results_dir, ref))
+        grading = app_state.settings(
+            preset or run.manifest.preset, {"grading.threshold": threshold}
+        ).grading
+        records = regrade_run(run, grading)
+        counts = run.manifest.counts
+        summary.append({"run_id": run.run_id, "threshold": grading.threshold, **counts})
+        if not json_out:
+            display.print_text(
+                f"{run.run_id}\t{grading.metric} threshold {grading.threshold:.4f}\t"
+                f"passed {counts.get('passed', 0)} of {len(records)}"
+            )
+    if json_out:
+        display.print_json(summary)
 
 
 def grade_table(result: Grade) -> Table:

@@ -75,19 +75,27 @@ def run_command(
     else:
         settings = app_state.settings(preset, flags)
         run = None
+    result = perform_run(settings, run)
+    _print_summary(result, json_out)
+
+
+def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
+    """Run (or finish) a run with progress on stderr; Ctrl-C exits 130 with the resume command.
+
+    Also used by ``calibrate --runs``. The API key is checked before the run folder is made.
+    """
     provider, name = parse_model(settings.agent.model)
     client = _client(settings, name) if provider == "anthropic" else None
     if run is None:
         run = RunDir.create(Path(settings.run.results_dir), settings, ["leakbench", *sys.argv[1:]])
     display.info(f"run {run.run_id}: {settings.run.runs} episodes of {settings.agent.model}")
-
     with SandboxPool() as pool:
         pool.start()
         if pool.isolation != "full":
             display.warn(f"isolation: {pool.isolation} (run as root for full sandbox isolation)")
         with RunProgress(stream_turns=display.verbosity() >= 1) as progress:
             try:
-                result = execute_run(
+                return execute_run(
                     run,
                     settings,
                     lambda: make_agent(settings.agent.model, settings, client),
@@ -102,7 +110,6 @@ def run_command(
                     f"finish with: leakbench run --resume {run.run_id}"
                 )
                 raise typer.Exit(130) from None
-    _print_summary(result, json_out)
 
 
 def _client(settings: Settings, model: str) -> Any:
@@ -120,10 +127,11 @@ def _resumed(
     results_dir = app_state.results_dir or Path(app_state.settings(preset).run.results_dir)
     run = RunDir.open(find_run(Path(results_dir), resume))
     saved = run.settings()
-    asked = any(v is not None for v in flags.values()) or preset or app_state.config_files
-    if not asked:
-        return run, saved
-    wanted = app_state.settings(preset or saved.task.preset, flags)
+    given = {k: v for k, v in flags.items() if v is not None}
+    if preset or app_state.config_files:
+        wanted = app_state.settings(preset or saved.task.preset, given)
+    else:
+        wanted = saved.with_overrides(given)
     changed = [
         k for k in _diff(saved.model_dump(), wanted.model_dump()) if k not in _RESUME_MAY_CHANGE
     ]

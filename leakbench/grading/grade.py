@@ -73,38 +73,73 @@ def grade(
     grading: GradingSettings,
     evidence: PipelineEvidence | None = None,
 ) -> Grade:
-    """Grade submitted probabilities for ``instance.test`` (and the pipeline's evidence)."""
+    """Grade submitted probabilities for ``instance.test`` (and the pipeline's evidence).
+
+    Two steps: measure (metrics and the numbers behind every check, saved in ``grade.json``),
+    then decide (``verdict``), so a run can be re-graded under new settings without running
+    anything again.
+    """
     try:
         p = validate_probabilities(proba, len(instance.y_test))
     except InvalidSubmission as exc:
         return invalid_grade(grading, f"invalid submission: {exc.message}")
-
     y = instance.y_test
-    scores: dict[str, float | None] = {
+    metrics: dict[str, float | None] = {
         "auroc": m.auroc(y, p),
         "brier": m.brier(y, p),
         "log_loss": m.logloss(y, p),
         "ece": m.ece(y, p, grading.ece_bins),
         "oracle_auroc": instance.oracle_auroc,
     }
-    scores["regret"] = instance.oracle_auroc - scores["auroc"]
+    metrics["regret"] = instance.oracle_auroc - metrics["auroc"]
+    checks: dict[str, Any] = {"ceiling": _ceiling(instance, metrics["auroc"]), "pipeline": False}
+    if evidence is not None:
+        _measure_pipeline(instance, p, evidence, metrics, checks)
+    return verdict(metrics, checks, grading)
+
+
+def verdict(
+    metrics: dict[str, float | None], checks: dict[str, Any], grading: GradingSettings
+) -> Grade:
+    """Pass or fail, with every reason, from measured metrics and checks."""
     reasons: list[str] = []
     leaks: list[str] = []
-    checks: dict[str, Any] = {}
-
-    if grading.ceiling_check:
-        _ceiling(instance, scores["auroc"], grading, reasons, checks)
-    if grading.max_ece is not None and scores["ece"] > grading.max_ece:
-        reasons.append(f"ECE {scores['ece']:.4f} is above max_ece {grading.max_ece}")
-
-    if evidence is None:
-        if grading.require_pipeline:
-            reasons.append("a fitted pipeline is required: submit {'pipeline': pipe, ...}")
-    else:
-        _pipeline_checks(instance, p, evidence, grading, scores, reasons, leaks, checks)
-
+    if grading.require_pipeline and not checks.get("pipeline"):
+        reasons.append("a fitted pipeline is required: submit {'pipeline': pipe, ...}")
+    if checks.get("pipeline_problem"):
+        reasons.append(
+            f"the submitted pipeline could not be evaluated: {checks['pipeline_problem']}"
+        )
+    gap = checks.get("consistency_max_abs_diff")
+    if gap is not None and gap > grading.consistency_tolerance:
+        reasons.append(
+            "the pipeline does not reproduce the submitted probabilities on test_df "
+            f"(largest difference {gap:.3g})"
+        )
+    if grading.leak_audit:
+        for column, change in checks.get("leak_audit", {}).items():
+            if change > grading.leak_tolerance:
+                leaks.append(column)
+                reasons.append(
+                    f"uses leak column {column}: shuffling it on the holdout changes "
+                    f"predictions by up to {change:.3g}"
+                )
+    if grading.fingerprint:
+        reasons += [f"preprocessing fit on test rows: {r}" for r in checks.get("fingerprint", [])]
+    ceiling = checks.get("ceiling")
+    if grading.ceiling_check and ceiling and ceiling["z"] > grading.ceiling_z:
+        sigmas = "infinitely many" if ceiling["se"] == 0 else f"{ceiling['z']:.1f}"
+        reasons.append(
+            f"AUROC {metrics['auroc']:.4f} is above the Bayes ceiling: the oracle scores "
+            f"{metrics['oracle_auroc']:.4f} on the same rows, and {ceiling['excess']:.4f} more "
+            f"is {sigmas} standard errors (over {grading.ceiling_z:g}); only label information "
+            "leaking into the features can do that"
+        )
+    ece = metrics.get("ece")
+    if grading.max_ece is not None and ece is not None and ece > grading.max_ece:
+        reasons.append(f"ECE {ece:.4f} is above max_ece {grading.max_ece}")
     lower = grading.metric in LOWER_IS_BETTER
-    score = scores.get(grading.metric)
+    score = metrics.get(grading.metric)
     if score is None:
         reasons.append(f"no {grading.metric} score: it needs a pipeline that predicts the holdout")
     elif not _passes(score, grading.threshold, lower):
@@ -118,20 +153,27 @@ def grade(
         score=score,
         threshold=grading.threshold,
         lower_is_better=lower,
-        metrics=scores,
+        metrics=metrics,
         reasons=reasons,
         leaks_detected=leaks,
         checks=checks,
     )
 
 
-def _ceiling(
-    instance: Instance,
-    auc: float,
-    grading: GradingSettings,
-    reasons: list[str],
-    checks: dict[str, Any],
-) -> None:
+def regrade(previous: Grade, grading: GradingSettings) -> Grade:
+    """The same measurements judged under other grading settings (e.g. a new threshold)."""
+    if previous.outcome in ("invalid", "no_submission"):
+        return previous.model_copy(
+            update={
+                "metric": grading.metric,
+                "threshold": grading.threshold,
+                "lower_is_better": grading.metric in LOWER_IS_BETTER,
+            }
+        )
+    return verdict(dict(previous.metrics), dict(previous.checks), grading)
+
+
+def _ceiling(instance: Instance, auc: float) -> dict[str, float]:
     # No honest model ranks better than the Bayes-optimal one except by sampling luck, which the
     # Hanley-McNeil standard error of the submitted AUROC bounds; far above the oracle on the
     # same rows, label information must have leaked into the features. (The SE is taken at the
@@ -140,56 +182,29 @@ def _ceiling(
     n_pos = int(y.sum())
     se = m.hanley_mcneil_se(auc, n_pos, len(y) - n_pos)
     excess = auc - instance.oracle_auroc
-    z = excess / se if se > 0 else (float("inf") if excess > 0 else 0.0)
-    checks["ceiling"] = {"se": se, "excess": excess, "z": min(z, 1e9)}
-    if z > grading.ceiling_z:
-        sigmas = "infinitely many" if se == 0 else f"{z:.1f}"
-        reasons.append(
-            f"AUROC {auc:.4f} is above the Bayes ceiling: the oracle scores "
-            f"{instance.oracle_auroc:.4f} on the same rows, and {excess:.4f} more is {sigmas} "
-            f"standard errors (over {grading.ceiling_z:g}); only label information leaking into "
-            "the features can do that"
-        )
+    z = excess / se if se > 0 else (1e9 if excess > 0 else 0.0)
+    return {"se": se, "excess": excess, "z": min(z, 1e9)}
 
 
-def _pipeline_checks(
+def _measure_pipeline(
     instance: Instance,
     p: np.ndarray,
     evidence: PipelineEvidence,
-    grading: GradingSettings,
-    scores: dict[str, float | None],
-    reasons: list[str],
-    leaks: list[str],
+    metrics: dict[str, float | None],
     checks: dict[str, Any],
 ) -> None:
-    if evidence.problem:
-        reasons.append(f"the submitted pipeline could not be evaluated: {evidence.problem}")
+    checks["pipeline"] = True
+    checks["pipeline_problem"] = evidence.problem
     if evidence.test_proba is not None:
-        gap = float(np.max(np.abs(evidence.test_proba - p)))
-        checks["consistency_max_abs_diff"] = gap
-        if gap > grading.consistency_tolerance:
-            reasons.append(
-                f"the pipeline does not reproduce the submitted probabilities on test_df "
-                f"(largest difference {gap:.3g})"
-            )
+        checks["consistency_max_abs_diff"] = float(np.max(np.abs(evidence.test_proba - p)))
     if evidence.holdout_proba is not None:
         hp = evidence.holdout_proba
-        scores["holdout_auroc"] = m.auroc(instance.y_holdout, hp)
-        scores["holdout_oracle_auroc"] = instance.holdout_oracle_auroc
-        scores["holdout_regret"] = instance.holdout_oracle_auroc - scores["holdout_auroc"]
-        scores["holdout_brier"] = m.brier(instance.y_holdout, hp)
-        audit: dict[str, float] = {}
-        for column, shuffled in evidence.shuffled.items():
-            change = float(np.max(np.abs(shuffled - hp)))
-            audit[column] = change
-            if change > grading.leak_tolerance:
-                leaks.append(column)
-                reasons.append(
-                    f"uses leak column {column}: shuffling it on the holdout changes "
-                    f"predictions by up to {change:.3g}"
-                )
-        checks["leak_audit"] = audit
-    for reason in evidence.fingerprint_reasons:
-        reasons.append(f"preprocessing fit on test rows: {reason}")
-    if evidence.fingerprint_reasons:
-        checks["fingerprint"] = list(evidence.fingerprint_reasons)
+        metrics["holdout_auroc"] = m.auroc(instance.y_holdout, hp)
+        metrics["holdout_oracle_auroc"] = instance.holdout_oracle_auroc
+        metrics["holdout_regret"] = instance.holdout_oracle_auroc - metrics["holdout_auroc"]
+        metrics["holdout_brier"] = m.brier(instance.y_holdout, hp)
+        checks["leak_audit"] = {
+            column: float(np.max(np.abs(shuffled - hp)))
+            for column, shuffled in evidence.shuffled.items()
+        }
+    checks["fingerprint"] = list(evidence.fingerprint_reasons)

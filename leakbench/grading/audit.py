@@ -1,0 +1,51 @@
+"""Running the submitted pipeline in its sandbox to gather the grader's evidence (SPEC §6)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from leakbench.grading.fingerprint import check_fingerprint
+from leakbench.grading.grade import PipelineEvidence
+from leakbench.sandbox import SandboxError, Session
+from leakbench.settings import GradingSettings
+from leakbench.task.generate import Instance
+
+
+def collect_evidence(
+    session: Session, instance: Instance, grading: GradingSettings
+) -> PipelineEvidence:
+    """Ask the worker's pipeline for its predictions on the public test, on the holdout, and on
+    the holdout with each leak column shuffled, and for its fitted statistics.
+
+    Only features go in (holdout labels never enter a worker); only numbers come back.
+    """
+    evidence = PipelineEvidence()
+    try:
+        evidence.test_proba = _checked(session.predict_proba(instance.test), len(instance.test))
+        evidence.holdout_proba = _checked(
+            session.predict_proba(instance.holdout), len(instance.holdout)
+        )
+        if grading.leak_audit:
+            rng = np.random.default_rng([instance.seed, 2])
+            for column in instance.leak_columns:
+                shuffled = instance.holdout.copy()
+                shuffled[column] = rng.permutation(shuffled[column].to_numpy())
+                evidence.shuffled[column] = _checked(
+                    session.predict_proba(shuffled), len(instance.holdout)
+                )
+        if grading.fingerprint:
+            evidence.fingerprint_reasons = check_fingerprint(
+                session.fingerprint(), instance.train, instance.test
+            )
+    except SandboxError as exc:
+        evidence.problem = str(exc)
+    return evidence
+
+
+def _checked(values: np.ndarray, n: int) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    if values.shape != (n,):
+        raise SandboxError(f"predict_proba returned shape {values.shape}, expected ({n},)")
+    if not np.isfinite(values).all():
+        raise SandboxError("predict_proba returned NaN or infinite values")
+    return values

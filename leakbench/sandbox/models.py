@@ -1,0 +1,56 @@
+"""The values that cross the sandbox boundary, as the harness sees them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource limits of one episode's worker (SPEC §5.2)."""
+
+    memory_mb: int = 2048  # RLIMIT_AS; below ~500 MB BLAS crashes instead of raising MemoryError
+    call_timeout_s: float = 60.0  # per execute() call, wall clock
+    cpu_seconds: int = 3600  # RLIMIT_CPU per worker
+    max_file_mb: int = 256  # RLIMIT_FSIZE
+    max_open_files: int = 256
+    max_processes: int = 32  # RLIMIT_NPROC (the per-episode uid makes it meaningful)
+    stdout_max_chars: int = 8000
+    print_values_factor: int = 2
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """What the agent passed to ``submit_answer`` inside the sandbox, reduced to plain data."""
+
+    proba: list[float] | None  # None when the worker could not turn the payload into numbers
+    shape: list[int] | None  # shape of the array the agent gave, if it had one
+    problem: str | None  # why there are no numbers
+    key: str | None  # which accepted key was used
+    has_pipeline: bool
+
+
+@dataclass(frozen=True)
+class SubmitReply:
+    """The harness's authoritative answer to a submission."""
+
+    accepted: bool
+    message: str  # shown to the agent
+
+
+@dataclass
+class CallResult:
+    """The outcome of one ``python_expression`` call."""
+
+    ok: bool  # False: exception, timeout, crash
+    output: str  # exactly what the agent is shown
+    restarted: bool = False  # the worker was replaced; the agent's state was lost
+    timed_out: bool = False
+    duration_s: float = 0.0
+
+
+class SandboxError(Exception):
+    """A request to the worker failed (dead, hung, bad pipeline)."""
+
+
+PROBA_KEYS = ("y_pred_proba", "proba", "probas", "pred_proba", "y_pred")

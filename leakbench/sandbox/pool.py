@@ -1,0 +1,290 @@
+"""The harness side of the sandbox: one warm zygote per process, workers handed out as sessions."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import queue
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from leakbench.sandbox.models import SandboxError, SandboxLimits
+
+UID_BASE = 2_000_000  # far above real users and "nobody" (65534); one uid per live worker
+UID_SPAN = 1_000_000
+ZYGOTE_START_TIMEOUT_S = 120.0
+SPAWN_TIMEOUT_S = 30.0
+
+
+@dataclass
+class WorkerHandle:
+    """One live worker as the harness holds it."""
+
+    pid: int
+    pidfd: int
+    sock: socket.socket
+    scratch: str
+    uid: int
+
+
+class SandboxPool:
+    """One warm zygote shared by all episodes of this process; thread-safe. Context manager."""
+
+    def __init__(
+        self,
+        *,
+        isolation: str = "auto",
+        grace_s: float = 2.0,
+        hide_paths: tuple[str | os.PathLike, ...] = (),
+    ) -> None:
+        """``isolation``: "auto" (full if root else reduced), "full" or "reduced".
+
+        ``grace_s``: how long a timed-out call may take to yield before its worker is killed.
+        ``hide_paths``: folders that workers see as empty (e.g. the results dir), on top of the
+        permission-based protection (full isolation only).
+        """
+        if isolation not in ("auto", "full", "reduced"):
+            raise ValueError(f"isolation must be auto, full or reduced, not {isolation!r}")
+        self._requested = isolation
+        self.isolation = "reduced" if isolation == "reduced" else "full"
+        self.isolation_note: str | None = None
+        self.grace_s = grace_s
+        self._hide = [os.path.abspath(p) for p in hide_paths]
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ctrl: socket.socket | None = None
+        self._base: str | None = None
+        self._closed = False
+        self._counter = 0
+        self._uids_in_use: set[int] = set()
+        self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._reaper = _Reaper(self._release_uid)
+        # A forgotten pool must not leave workers or root-owned scratch folders behind.
+        atexit.register(self.close)
+
+    def __enter__(self) -> SandboxPool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the zygote (about a second, once); idempotent."""
+        with self._lock:
+            self._ensure_zygote()
+
+    def open(self, train_df: pd.DataFrame, test_df: pd.DataFrame, limits: SandboxLimits) -> Any:
+        """A new episode sandbox holding these two frames (the only data it ever gets)."""
+        from leakbench.sandbox.session import Session
+
+        session = Session(self, train_df, test_df, limits)
+        self._sessions.add(session)
+        return session
+
+    def close(self) -> None:
+        """Kill every worker and the zygote, and remove every scratch folder."""
+        with self._lock:
+            self._closed = True
+            for session in list(self._sessions):
+                session.close()
+            self._stop_zygote()
+        self._reaper.drain(timeout=10.0)
+        atexit.unregister(self.close)
+        if self._base:
+            shutil.rmtree(self._base, ignore_errors=True)
+            self._base = None
+
+    # -- zygote -------------------------------------------------------------------------------
+
+    def _ensure_zygote(self) -> None:
+        if self._closed:
+            raise SandboxError("the sandbox pool is closed")
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        self._stop_zygote()
+        mode = self._requested
+        if mode == "auto":
+            mode = "full" if os.geteuid() == 0 else "reduced"
+        if mode == "full" and os.geteuid() != 0:
+            raise SandboxError("full isolation needs root; use isolation='reduced' or 'auto'")
+        if self._base is None:
+            self._base = tempfile.mkdtemp(prefix="leakbench-sandbox-")
+            os.chmod(self._base, 0o711)  # workers may enter their own folder, not list others
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        root = str(Path(__file__).resolve().parents[2])
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "PYTHONPATH": root,
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        log_path = os.path.join(self._base, "zygote.log")
+        with open(log_path, "wb") as log:
+            os.chmod(log_path, 0o600)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "leakbench.sandbox.zygote", str(child.fileno()), mode],
+                pass_fds=[child.fileno()],
+                env=env,
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,  # Ctrl-C in the terminal is the harness's to handle
+            )
+        child.close()
+        self._ctrl = parent
+        try:
+            parent.settimeout(ZYGOTE_START_TIMEOUT_S)
+            data = parent.recv(1 << 16)
+            hello = json.loads(data) if data else {"ok": False, "error": "exited"}
+        except (OSError, ValueError) as exc:
+            hello = {"ok": False, "error": str(exc)}
+        if not hello.get("ok"):
+            self._stop_zygote()
+            tail = Path(log_path).read_text(errors="replace")[-2000:]
+            raise SandboxError(f"the sandbox zygote did not start: {hello.get('error')}\n{tail}")
+        self.isolation = hello["mode"]
+        self.isolation_note = hello.get("why")
+
+    def _stop_zygote(self) -> None:
+        if self._ctrl is not None:
+            self._ctrl.close()  # EOF tells the zygote to kill its children and exit
+            self._ctrl = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _spawn(self, limits: SandboxLimits) -> WorkerHandle:
+        """Fork a contained worker from the zygote (serialised: the zygote does one at a time)."""
+        with self._lock:
+            self._ensure_zygote()
+            assert self._ctrl is not None and self._base is not None
+            uid = self._next_uid()
+            self._counter += 1
+            scratch = os.path.join(self._base, f"w{self._counter}")
+            os.mkdir(scratch, 0o700)
+            if self.isolation == "full":
+                os.chown(scratch, uid, uid)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            request = {
+                "op": "spawn",
+                "uid": uid,
+                "scratch": scratch,
+                "hide": self._hide,
+                "limits": asdict(limits),
+            }
+            try:
+                self._ctrl.settimeout(SPAWN_TIMEOUT_S)
+                socket.send_fds(self._ctrl, [json.dumps(request).encode()], [theirs.fileno()])
+                data, fds, _flags, _addr = socket.recv_fds(self._ctrl, 1 << 16, 1)
+                reply = json.loads(data) if data else {"ok": False, "error": "zygote exited"}
+            except (OSError, ValueError) as exc:
+                reply, fds = {"ok": False, "error": str(exc)}, []
+            finally:
+                theirs.close()
+            if not reply.get("ok") or len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                ours.close()
+                self._uids_in_use.discard(uid)
+                shutil.rmtree(scratch, ignore_errors=True)
+                # A zygote that fails a request is restarted rather than trusted again.
+                self._stop_zygote()
+                raise SandboxError(f"could not start a sandbox worker: {reply.get('error')}")
+            return WorkerHandle(int(reply["pid"]), fds[0], ours, scratch, uid)
+
+    def _next_uid(self) -> int:
+        while True:
+            uid = UID_BASE + self._counter % UID_SPAN
+            self._counter += 1
+            if uid not in self._uids_in_use:
+                self._uids_in_use.add(uid)
+                return uid
+
+    def _release_uid(self, uid: int) -> None:
+        with self._lock:
+            self._uids_in_use.discard(uid)
+
+    def _dispose(self, worker: WorkerHandle) -> None:
+        """Kill a worker without waiting: the kernel tears its namespaces down on its own time."""
+        if self.isolation == "reduced":
+            with contextlib.suppress(OSError):  # the process group it made with setsid
+                os.killpg(worker.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
+        worker.sock.close()
+        self._reaper.add(worker)
+
+
+class _Reaper:
+    """Waits for killed workers to exit, then removes their scratch folders and frees their uid."""
+
+    def __init__(self, release: Any) -> None:
+        self._release = release
+        self._queue: queue.Queue[WorkerHandle] = queue.Queue()
+        self._pending: list[tuple[WorkerHandle, float]] = []
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def add(self, worker: WorkerHandle) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="sandbox-reaper")
+                self._thread.daemon = True
+                self._thread.start()
+        self._queue.put(worker)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self._pending.append((self._queue.get(timeout=0.05), time.monotonic()))
+                continue
+            except queue.Empty:
+                pass
+            if not self._pending:
+                time.sleep(0.05)
+                continue
+            poller = select.poll()
+            for worker, _ in self._pending:
+                poller.register(worker.pidfd, select.POLLIN)
+            ready = {fd for fd, _ in poller.poll(50)}
+            still = []
+            for worker, since in self._pending:
+                if worker.pidfd in ready or time.monotonic() - since > 60:
+                    os.close(worker.pidfd)
+                    shutil.rmtree(worker.scratch, ignore_errors=True)
+                    self._release(worker.uid)
+                else:
+                    still.append((worker, since))
+            self._pending = still
+
+    def drain(self, timeout: float) -> None:
+        """Wait until every killed worker has been cleaned up (or the timeout passes)."""
+        end = time.monotonic() + timeout
+        while (self._pending or not self._queue.empty()) and time.monotonic() < end:
+            time.sleep(0.02)

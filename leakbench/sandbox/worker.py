@@ -1,0 +1,368 @@
+"""The episode worker: runs in a child of the zygote, holds the agent's namespace.
+
+Everything here runs with the agent's privileges (after ``containment.contain``). It reads
+trusted pickles from the harness and answers with plain JSON only.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import contextlib
+import linecache
+import os
+import pickle
+import signal
+import socket
+import sys
+import traceback
+import types
+from collections.abc import Mapping
+from typing import Any
+
+from leakbench.sandbox import containment, introspect
+from leakbench.sandbox.capture import BoundedText, FdCapture, shape_output
+from leakbench.sandbox.models import PROBA_KEYS
+from leakbench.sandbox.protocol import recv_pickle, send_json
+
+_SOCK_FD = 3
+_MAX_PROBA_VALUES = 10_000_000
+_MAX_PIPELINE_BYTES = 40 * 1024 * 1024  # base64 of this stays under the harness's 64 MB cap
+_TRACEBACK_CHARS = 4000
+
+
+class CallTimeout(BaseException):
+    """Raised inside user code by SIGALRM; BaseException so ``except Exception`` won't eat it."""
+
+
+class _State:
+    sock: socket.socket
+    pid: int
+    mode: str
+    limits: dict[str, Any]
+    ns: dict[str, Any]
+    text: BoundedText
+    fdcap: FdCapture
+    n_columns = 0
+    calls = 0
+    in_user = False
+    can_submit = False
+    submitted: Any = None
+    submitted_bytes: bytes | None = None
+    pipeline_problem: str | None = None
+    last_submit_return: Any = None
+
+
+S = _State()
+
+
+def run(sock_fd: int, mode: str, req: dict[str, Any]) -> None:
+    """Contain this process, then serve the harness until it hangs up."""
+    if sock_fd != _SOCK_FD:
+        os.dup2(sock_fd, _SOCK_FD, inheritable=False)
+    # Nothing of the zygote (its control socket, its namespace handles) may stay reachable.
+    os.closerange(_SOCK_FD + 1, 1 << 20)
+    S.sock = socket.socket(fileno=_SOCK_FD)
+    S.mode, S.limits = mode, req["limits"]
+    containment.contain(mode, int(req["uid"]), req["scratch"], list(req["hide"]), S.limits)
+    S.pid = os.getpid()
+    _scrub_environment(req["scratch"])
+    S.fdcap = FdCapture()
+    S.text = BoundedText(int(S.limits["stdout_max_chars"]) + 1)
+    sys.stdout = sys.stderr = S.text
+    signal.signal(signal.SIGALRM, _on_alarm)
+    _serve()
+
+
+def _scrub_environment(scratch: str) -> None:
+    """The agent sees a minimal environment: nothing of the harness's (keys, LEAKBENCH_*)."""
+    import tempfile
+
+    os.environ.clear()
+    os.environ.update(
+        {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": scratch,
+            "TMPDIR": scratch,
+            "LANG": "C.UTF-8",
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "JOBLIB_MULTIPROCESSING": "0",  # n_jobs=-1 must not fork a process pool per call
+            "MPLBACKEND": "Agg",
+            "MPLCONFIGDIR": scratch,
+        }
+    )
+    tempfile.tempdir = None
+    sys.argv = [""]
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    if S.in_user:
+        raise CallTimeout()
+
+
+def _serve() -> None:
+    handlers = {
+        "init": _init,
+        "exec": _execute,
+        "predict": _predict,
+        "fingerprint": _fingerprint,
+        "pickle": _pickle,
+        "load": _load,
+        "ping": lambda msg: {"type": "pong"},
+    }
+    while True:
+        try:
+            msg = recv_pickle(S.sock)
+        except Exception:
+            os._exit(0)  # the harness hung up
+        _clean_up_processes()
+        try:
+            reply = handlers[msg["op"]](msg)
+        except Exception as exc:
+            reply = {"type": "error", "message": f"{type(exc).__name__}: {exc}"}
+        S.text.take()
+        S.fdcap.take(0)
+        send_json(S.sock, reply)
+
+
+def _clean_up_processes() -> None:
+    """Between requests no process of the agent's survives (a fork bomb's leftovers included)."""
+    flags = os.WNOHANG
+    if S.mode == "full" and os.getpid() == 1:
+        with contextlib.suppress(OSError):  # from a pid namespace's init: all others inside
+            os.kill(-1, signal.SIGKILL)
+            flags = 0  # every one of them is dying and becomes our child: wait for all
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, flags)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _init(msg: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+    import pandas as pd
+    import scipy
+    import sklearn
+
+    main = types.ModuleType("__main__")
+    # Classes the agent defines live in a real __main__ so its pipeline can be pickled.
+    sys.modules["__main__"] = main
+    S.ns = main.__dict__
+    S.ns.update(
+        train_df=msg["train_df"],
+        test_df=msg["test_df"],
+        pd=pd,
+        np=np,
+        sklearn=sklearn,
+        scipy=scipy,
+        submit_answer=submit_answer,
+    )
+    S.n_columns = len(msg["train_df"].columns)
+    return {"type": "ready", "pid": os.getpid()}
+
+
+def _execute(msg: dict[str, Any]) -> dict[str, Any]:
+    S.calls += 1
+    code, timeout = msg["code"], float(msg["timeout"])
+    filename = f"<python_expression #{S.calls}>"
+    error, timed_out = "", False
+    try:
+        tree = ast.parse(code, filename, "exec")
+    except (SyntaxError, ValueError) as exc:
+        error = "".join(traceback.format_exception_only(type(exc), exc))
+    else:
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
+        body = compile(tree, filename, "exec")
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        S.can_submit = bool(msg["can_submit"])
+        try:
+            S.in_user = True
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            exec(body, S.ns)
+            if last is not None:
+                value = eval(last, S.ns)
+                if value is not None and value is not S.last_submit_return:
+                    S.text.write(repr(value) + "\n")
+        except CallTimeout:
+            _only_in_worker()
+            timed_out = True
+            error = (
+                f"TimeoutError: the call took longer than {timeout:g} s and was interrupted. "
+                "Your variables are kept.\n"
+            )
+        except BaseException as exc:
+            _only_in_worker()
+            error = _user_traceback(exc)
+        finally:
+            S.in_user = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            S.can_submit = False
+        _only_in_worker()
+    return {"type": "result", "ok": not error, "timed_out": timed_out, "output": _output(error)}
+
+
+def _only_in_worker() -> None:
+    # A process the agent forked unwinds into this code too; it must never talk to the harness.
+    if os.getpid() != S.pid:
+        os._exit(0)
+
+
+def _user_traceback(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next  # hide the sandbox's own frames
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    if len(text) > _TRACEBACK_CHARS:
+        text = "... [traceback shortened]\n" + text[-_TRACEBACK_CHARS:]
+    return text
+
+
+def _output(error: str) -> str:
+    limit = int(S.limits["stdout_max_chars"])
+    for stream in (sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    text, dropped = S.text.take()
+    fd_text, fd_dropped = S.fdcap.take(limit)
+    factor = int(S.limits["print_values_factor"])
+    shaped = shape_output(text + fd_text, dropped + fd_dropped, limit, factor, S.n_columns)
+    if error and shaped and not shaped.endswith("\n"):
+        shaped += "\n"
+    return shaped + error
+
+
+class _SubmitMessage(str):
+    """The text ``submit_answer`` returns (already printed, so not displayed again)."""
+
+
+def submit_answer(answer: Any = None, **kwargs: Any) -> str:
+    """Submit test-set probabilities (and optionally a fitted pipeline) to the grader."""
+    if answer is None and kwargs:
+        answer = kwargs
+    if os.getpid() != S.pid:
+        message = "submit_answer only works in the sandbox's main process"
+    elif not S.can_submit:
+        message = "submissions are not accepted here"
+    else:
+        request, pipeline = _describe(answer)
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            # The alarm must not split this exchange, or the protocol would lose its place.
+            send_json(S.sock, {"type": "submit", **request})
+            reply = recv_pickle(S.sock)
+            message = str(reply["message"])
+            if reply["accepted"] and pipeline is not None:
+                _keep_pipeline(pipeline)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    print(message)
+    S.last_submit_return = _SubmitMessage(message)
+    return S.last_submit_return
+
+
+def _describe(answer: Any) -> tuple[dict[str, Any], Any]:
+    """Reduce a submission to plain data: floats, shape, or the reason there are none."""
+    import numpy as np
+
+    request: dict[str, Any] = {
+        "proba": None,
+        "shape": None,
+        "problem": None,
+        "key": None,
+        "has_pipeline": False,
+    }
+    if not isinstance(answer, Mapping):
+        request["problem"] = (
+            "expected a dict such as {'y_pred_proba': p, 'pipeline': pipe}, "
+            f"got {type(answer).__name__}"
+        )
+        return request, None
+    pipeline = answer.get("pipeline")
+    request["has_pipeline"] = pipeline is not None
+    key = next((k for k in PROBA_KEYS if k in answer), None)
+    if key is None:
+        request["problem"] = f"no probability key; expected one of {', '.join(PROBA_KEYS)}"
+        return request, pipeline
+    request["key"] = key
+    try:
+        arr = np.asarray(answer[key])
+    except Exception as exc:
+        request["problem"] = f"values are not an array of numbers: {exc}"
+        return request, pipeline
+    request["shape"] = [int(n) for n in arr.shape]
+    if arr.size > _MAX_PROBA_VALUES:
+        request["problem"] = f"too many values ({arr.size})"
+        return request, pipeline
+    if arr.dtype.kind == "c":
+        request["problem"] = "values are complex numbers"
+        return request, pipeline
+    try:
+        request["proba"] = arr.astype(float).ravel().tolist()
+    except (TypeError, ValueError) as exc:
+        request["problem"] = f"values are not numeric: {exc}"
+    return request, pipeline
+
+
+def _keep_pipeline(pipeline: Any) -> None:
+    """Freeze the accepted pipeline: a pickled copy, so later agent code cannot refit it."""
+    try:
+        data = pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
+        S.submitted, S.submitted_bytes, S.pipeline_problem = pickle.loads(data), data, None
+    except Exception as exc:
+        S.submitted, S.submitted_bytes = pipeline, None
+        S.pipeline_problem = f"the pipeline cannot be pickled: {type(exc).__name__}: {exc}"
+
+
+def _no_pipeline() -> dict[str, Any]:
+    return {"type": "error", "message": "no pipeline was submitted"}
+
+
+def _predict(msg: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    if S.submitted is None:
+        return _no_pipeline()
+    try:
+        proba = np.asarray(S.submitted.predict_proba(msg["frame"]), dtype=float)
+    except Exception as exc:
+        return {"type": "error", "message": f"predict_proba failed: {type(exc).__name__}: {exc}"}
+    if proba.ndim != 2 or proba.shape[1] < 2:
+        return {"type": "error", "message": f"predict_proba returned shape {list(proba.shape)}"}
+    return {"type": "proba", "values": proba[:, 1].tolist()}
+
+
+def _fingerprint(msg: dict[str, Any]) -> dict[str, Any]:
+    if S.submitted is None:
+        return _no_pipeline()
+    return {"type": "fingerprint", "data": introspect.fingerprint(S.submitted)}
+
+
+def _pickle(msg: dict[str, Any]) -> dict[str, Any]:
+    if S.submitted is None:
+        return {"type": "pipeline", "b64": None, "problem": "no pipeline was submitted"}
+    data = S.submitted_bytes
+    if data is None:
+        return {"type": "pipeline", "b64": None, "problem": S.pipeline_problem}
+    if len(data) > _MAX_PIPELINE_BYTES:
+        problem = f"the pickled pipeline is too large ({len(data)} bytes)"
+        return {"type": "pipeline", "b64": None, "problem": problem}
+    return {"type": "pipeline", "b64": base64.b64encode(data).decode(), "problem": None}
+
+
+def _load(msg: dict[str, Any]) -> dict[str, Any]:
+    data = msg["data"]
+    try:
+        obj = pickle.loads(data)
+    except BaseException as exc:
+        return {"type": "error", "message": f"cannot unpickle: {type(exc).__name__}: {exc}"}
+    if not callable(getattr(obj, "predict_proba", None)):
+        return {"type": "error", "message": f"a {type(obj).__name__} has no predict_proba method"}
+    S.submitted, S.submitted_bytes, S.pipeline_problem = obj, data, None
+    return {"type": "ok"}

@@ -1,0 +1,209 @@
+"""`leakbench run` with local policies: outcomes, the results directory, interruption, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from leakbench.store.runs import RunDir
+
+
+def _run_dir(results: Path) -> Path:
+    (path,) = [p for p in results.iterdir() if p.is_dir()]
+    return path
+
+
+def _lines(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
+
+
+def test_baseline_20_runs_without_key_or_network(cli, tmp_path):
+    results = tmp_path / "results"
+    result = cli("--results-dir", results, "run", "--model", "local/baseline", "--runs", "20")
+    assert result.exit_code == 0, result.output
+    run = _run_dir(results)
+    assert result.stdout.strip().splitlines()[-1] == run.name  # the run id comes last
+    lines = _lines(run)
+    assert sorted(r["index"] for r in lines) == list(range(20))
+    assert sorted(r["seed"] for r in lines) == list(range(20))
+    assert {r["outcome"] for r in lines} <= {"passed", "failed"}
+    assert all(not r["leaks_detected"] for r in lines)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["counts"]["done"] == 20
+    assert manifest["counts"]["passed"] == sum(r["passed"] for r in lines)
+    assert (run / "settings.toml").is_file()
+    episode = run / "episodes" / "0007"
+    for name in ("instance.json", "transcript.jsonl", "grade.json", "submission/probabilities.csv"):
+        assert (episode / name).is_file(), name
+    assert (episode / "submission" / "pipeline.pkl").stat().st_size > 0
+    instance = json.loads((episode / "instance.json").read_text())
+    assert instance["seed"] == 7 and "oracle_auroc" in instance
+    assert "target" not in json.dumps(instance["files"])  # no labels, no label files
+    grade = json.loads((episode / "grade.json").read_text())
+    assert grade["metrics"]["auroc"] == next(r for r in lines if r["index"] == 7)["score"]
+    events = [json.loads(line)["type"] for line in (episode / "transcript.jsonl").open()]
+    assert events[0] == "begin" and events.count("turn") == 2 and "tool_result" in events
+
+
+@pytest.mark.parametrize(
+    ("policy", "outcome", "reason"),
+    [
+        ("leaky", "failed", "uses leak column leak_future_signal"),
+        ("partial", "failed", "uses leak column leak_cat0_rate_full"),
+        ("no-submit", "no_submission", "ended its turn without submitting"),
+        ("invalid", "invalid", "NaN or infinite"),
+    ],
+)
+def test_policies_end_as_their_outcome_with_the_reason(cli, tmp_path, policy, outcome, reason):
+    results = tmp_path / "results"
+    result = cli(
+        "--results-dir", results, "run", "--model", f"local/{policy}", "--runs", "4", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary[outcome] == 4 and summary["passed"] == 0
+    for line in _lines(_run_dir(results)):
+        assert line["outcome"] == outcome
+        assert any(reason in r for r in line["reasons"]), line["reasons"]
+
+
+def test_leaky_never_passes_under_seed_either(cli, tmp_path):
+    results = tmp_path / "results"
+    args = ["--results-dir", results, "run", "--preset", "seed", "--model", "local/leaky"]
+    result = cli(*args, "--runs", "6", "--json")
+    assert result.exit_code == 0, result.output
+    for line in _lines(_run_dir(results)):
+        assert line["outcome"] == "failed"
+        assert any("Bayes ceiling" in r for r in line["reasons"])
+        assert "leak_future_signal" in line["leaks_detected"]
+
+
+def test_bad_model_names_are_usage_errors(cli, tmp_path):
+    result = cli("run", "--model", "local/baseline2")
+    assert result.exit_code == 2
+    assert "unknown local policy 'baseline2'" in result.stderr and "local/baseline" in result.stderr
+    result = cli("run", "--model", "openai/gpt")
+    assert result.exit_code == 2 and "unknown provider 'openai'" in result.stderr
+
+
+def test_missing_api_key_fails_before_any_episode(cli, tmp_path):
+    results = tmp_path / "results"
+    result = cli("--results-dir", results, "run", "--model", "claude-haiku-4-5", "--runs", "2")
+    assert result.exit_code == 1
+    assert "ANTHROPIC_API_KEY" in result.stderr and result.stderr.count("\n") == 1
+    assert not results.exists()
+
+
+def _spawn(results: Path, runs: int, *extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    cmd = [sys.executable, "-m", "leakbench", "-q", "--results-dir", str(results), "run"]
+    cmd += ["--model", "local/baseline", "--runs", str(runs), "-j", "2", *extra]
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+
+
+def _wait_for_lines(results: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = [p for p in results.glob("*") if (p / "episodes.jsonl").exists()]
+        if runs and len((runs[0] / "episodes.jsonl").read_text().splitlines()) >= n:
+            return runs[0]
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.05)
+    raise AssertionError("the run made no progress")
+
+
+def _assert_complete(run: Path, runs: int) -> None:
+    lines = (run / "episodes.jsonl").read_text().splitlines()
+    assert len(lines) == len(set(lines)) == runs
+    records = [json.loads(line) for line in lines]
+    assert sorted(r["seed"] for r in records) == list(range(runs))
+    assert json.loads((run / "manifest.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_gives_exactly_runs_episodes(cli, tmp_path):
+    results = tmp_path / "results"
+    proc = _spawn(results, 24)
+    run = _wait_for_lines(results, 4, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert json.loads((run / "manifest.json").read_text())["status"] == "running"
+    # a crash mid-append leaves a truncated last line: resume must cope
+    with open(run / "episodes.jsonl", "a") as handle:
+        handle.write('{"schema_version": 1, "index": 2')
+    result = cli("--results-dir", results, "run", "--resume", run.name)
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in (run / "episodes.jsonl").read_text().splitlines() if ln.endswith("}")]
+    assert len([json.loads(ln) for ln in lines if '"finished_at"' in ln]) == 24
+    records = RunDir.open(run).records()
+    assert sorted(r.seed for r in records) == list(range(24))
+    assert len({r.index for r in records}) == 24
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_episodes_and_resume_completes(cli, tmp_path):
+    results = tmp_path / "results"
+    proc = _spawn(results, 24)
+    run = _wait_for_lines(results, 3, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err.decode()
+    assert f"leakbench run --resume {run.name}" in err.decode()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    kept = len((run / "episodes.jsonl").read_text().splitlines())
+    assert kept >= 3
+    result = cli("--results-dir", results, "run", "--resume", run.name, "--concurrency", "3")
+    assert result.exit_code == 0, result.output
+    _assert_complete(run, 24)
+
+
+def test_resume_refuses_other_settings_and_reruns_errors(cli, tmp_path):
+    results = tmp_path / "results"
+    assert cli("--results-dir", results, "run", "--runs", "3").exit_code == 0
+    run = _run_dir(results)
+    result = cli("--results-dir", results, "run", "--resume", run.name, "--preset", "seed")
+    assert result.exit_code == 2 and "was made with other settings" in result.stderr
+    assert "grading.require_pipeline" in result.stderr
+    # an episode that ended in an infrastructure error is run again, its old line dropped
+    lines = (run / "episodes.jsonl").read_text().splitlines()
+    broken = json.loads(lines[1])
+    broken.update(outcome="error", passed=False, error="model API: overloaded")
+    lines[1] = json.dumps(broken)
+    (run / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+    result = cli("--results-dir", results, "run", "--resume", run.name)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(x) for x in (run / "episodes.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["outcome"] != "error" for r in records)
+    assert "resuming: 2 of 3" in result.stderr
+
+
+def test_regrade_run_with_a_new_threshold(cli, tmp_path):
+    results = tmp_path / "results"
+    for policy in ("baseline", "leaky"):
+        args = ["--results-dir", results, "run", "--model", f"local/{policy}", "--runs", "3"]
+        assert cli(*args).exit_code == 0
+    baseline, leaky = sorted(results.iterdir(), key=lambda p: "leaky" in p.name)
+    result = cli("--results-dir", results, "grade", baseline.name, leaky.name, "--threshold", "0.5")
+    assert result.exit_code == 0, result.output
+    assert "passed 3 of 3" in result.stdout and "passed 0 of 3" in result.stdout
+    for line in _lines(leaky):  # a lower bar never lets a leak through
+        assert line["threshold"] == 0.5 and "leak_future_signal" in line["leaks_detected"]
+    grade = json.loads((baseline / "episodes/0001/grade.json").read_text())
+    assert grade["passed"] and grade["threshold"] == 0.5
+    assert "threshold = 0.5" in (baseline / "settings.toml").read_text()
+    assert json.loads((baseline / "manifest.json").read_text())["counts"]["passed"] == 3
+    result = cli("--results-dir", results, "grade", baseline.name, "--threshold", "0.999", "--json")
+    assert json.loads(result.stdout)[0]["passed"] == 0
+    assert all("< threshold 0.9990" in line["reasons"][-1] for line in _lines(baseline))
+    # resume still accepts the run: its saved settings follow the re-grade
+    assert cli("--results-dir", results, "run", "--resume", baseline.name).exit_code == 0
