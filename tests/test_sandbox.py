@@ -7,9 +7,11 @@ harness, the pool and the bystander must still work and the bystander must keep 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -273,3 +275,24 @@ def test_dead_session_raises_clean_errors(pool):
     session.close()  # idempotent
     with pytest.raises(Exception, match="closed"):
         session.execute("1")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hiding paths needs the mount namespace (root)")
+def test_hidden_folder_and_secret_file_are_invisible():
+    # world-readable on purpose (pytest's tmp_path is 0700, which alone would keep the worker out)
+    base = Path(tempfile.mkdtemp(prefix="leakbench-hide-"))
+    base.chmod(0o755)
+    results = base / "results"
+    (results / "run").mkdir(parents=True)
+    (results / "run" / "grade.json").write_text("{}")
+    dotenv = base / ".env"
+    dotenv.write_text(f"ANTHROPIC_API_KEY={FAKE_KEY}\n")
+    dotenv.chmod(0o644)  # readable by anyone: only the mount keeps it from the worker
+    train, test = make_frames()
+    with SandboxPool(hide_paths=(results, dotenv)) as hidden, hidden.open(train, test, LIMITS) as s:
+        listing = s.execute(f"import os; os.listdir({str(results)!r})")
+        assert listing.ok and listing.output == "[]\n"
+        secret = s.execute(f"open({str(dotenv)!r}).read()")
+        assert secret.ok and secret.output == "''\n"
+    assert FAKE_KEY in dotenv.read_text()  # the harness's own view is untouched
+    shutil.rmtree(base)

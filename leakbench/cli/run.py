@@ -89,7 +89,9 @@ def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
     if run is None:
         run = RunDir.create(Path(settings.run.results_dir), settings, ["leakbench", *sys.argv[1:]])
     display.info(f"run {run.run_id}: {settings.run.runs} episodes of {settings.agent.model}")
-    with SandboxPool() as pool:
+    # Workers see the results folder as empty and a .env file (which may hold the API key) blank.
+    hide = (Path(settings.run.results_dir).resolve(), Path.cwd() / ".env")
+    with SandboxPool(hide_paths=hide) as pool:
         pool.start()
         if pool.isolation != "full":
             display.warn(f"isolation: {pool.isolation} (run as root for full sandbox isolation)")

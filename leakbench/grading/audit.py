@@ -15,7 +15,7 @@ def collect_evidence(
     session: Session, instance: Instance, grading: GradingSettings
 ) -> PipelineEvidence:
     """Ask the worker's pipeline for its predictions on the public test, on the holdout, and on
-    the holdout with each leak column shuffled, and for its fitted statistics.
+    both with each leak column shuffled, and for its fitted statistics.
 
     Only features go in (holdout labels never enter a worker); only numbers come back.
     """
@@ -26,13 +26,18 @@ def collect_evidence(
             session.predict_proba(instance.holdout), len(instance.holdout)
         )
         if grading.leak_audit:
+            # Shuffle each leak column on the holdout (where it carries no label information)
+            # and on the public test (where it does): a pipeline that uses the column changes
+            # its predictions on one or the other.
             rng = np.random.default_rng([instance.seed, 2])
             for column in instance.leak_columns:
-                shuffled = instance.holdout.copy()
-                shuffled[column] = rng.permutation(shuffled[column].to_numpy())
-                evidence.shuffled[column] = _checked(
-                    session.predict_proba(shuffled), len(instance.holdout)
-                )
+                for frame, store in (
+                    (instance.holdout, evidence.shuffled),
+                    (instance.test, evidence.shuffled_test),
+                ):
+                    shuffled = frame.copy()
+                    shuffled[column] = rng.permutation(shuffled[column].to_numpy())
+                    store[column] = _checked(session.predict_proba(shuffled), len(frame))
         if grading.fingerprint:
             evidence.fingerprint_reasons = check_fingerprint(
                 session.fingerprint(), instance.train, instance.test

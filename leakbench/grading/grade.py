@@ -23,6 +23,7 @@ class PipelineEvidence:
     test_proba: np.ndarray | None = None  # re-predicted public test (consistency check)
     holdout_proba: np.ndarray | None = None
     shuffled: dict[str, np.ndarray] = field(default_factory=dict)  # leak column -> holdout preds
+    shuffled_test: dict[str, np.ndarray] = field(default_factory=dict)  # ... -> public test preds
     fingerprint_reasons: list[str] = field(default_factory=list)
     problem: str | None = None  # why the pipeline could not be (fully) evaluated
 
@@ -121,7 +122,7 @@ def verdict(
             if change > grading.leak_tolerance:
                 leaks.append(column)
                 reasons.append(
-                    f"uses leak column {column}: shuffling it on the holdout changes "
+                    f"uses leak column {column}: shuffling it changes the pipeline's "
                     f"predictions by up to {change:.3g}"
                 )
     if grading.fingerprint:
@@ -203,8 +204,10 @@ def _measure_pipeline(
         metrics["holdout_oracle_auroc"] = instance.holdout_oracle_auroc
         metrics["holdout_regret"] = instance.holdout_oracle_auroc - metrics["holdout_auroc"]
         metrics["holdout_brier"] = m.brier(instance.y_holdout, hp)
-        checks["leak_audit"] = {
-            column: float(np.max(np.abs(shuffled - hp)))
-            for column, shuffled in evidence.shuffled.items()
-        }
+        audit = {c: float(np.max(np.abs(v - hp))) for c, v in evidence.shuffled.items()}
+        if evidence.test_proba is not None:
+            tp = evidence.test_proba
+            for column, shuffled in evidence.shuffled_test.items():
+                audit[column] = max(audit.get(column, 0.0), float(np.max(np.abs(shuffled - tp))))
+        checks["leak_audit"] = audit
     checks["fingerprint"] = list(evidence.fingerprint_reasons)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from leakbench.agents.base import Agent, AgentError, ToolCall, ToolResult, Usage
 from leakbench.grading.audit import collect_evidence
-from leakbench.grading.grade import Grade, grade, invalid_grade
+from leakbench.grading.grade import Grade, PipelineEvidence, grade, invalid_grade
 from leakbench.grading.submission import InvalidSubmission, validate_probabilities
 from leakbench.runner.limits import sandbox_limits
 from leakbench.runner.tools import (
@@ -268,9 +268,9 @@ class Episode:
         else:
             evidence = None
             if sub.has_pipeline:
+                blob = self._store_pipeline(session)
                 with self.env.sandbox_slots:
-                    evidence = collect_evidence(session, instance, grading)
-                self._store_pipeline(session)
+                    evidence = self._evidence(blob, session, instance)
             write_atomic(
                 self.folder / "submission" / "probabilities.csv",
                 pd.DataFrame({"y_pred_proba": sub.proba}).to_csv(index=False, lineterminator="\n"),
@@ -279,7 +279,7 @@ class Episode:
         write_atomic(self.folder / "grade.json", result.model_dump_json(indent=2) + "\n")
         return result
 
-    def _store_pipeline(self, session: Session) -> None:
+    def _store_pipeline(self, session: Session) -> bytes | None:
         # Opaque bytes: stored for the user, never unpickled by the harness.
         blob = session.pipeline_bytes()
         if blob is not None:
@@ -288,6 +288,22 @@ class Episode:
             write_atomic(
                 self.folder / "submission" / "pipeline_problem.txt", session.pipeline_problem
             )
+        return blob
+
+    def _evidence(
+        self, blob: bytes | None, session: Session, instance: Instance
+    ) -> PipelineEvidence:
+        """Run the submitted pipeline in a fresh worker: the episode's worker has run the agent's
+        code, which could have changed how that worker answers the grader."""
+        if blob is None:
+            return PipelineEvidence(problem=session.pipeline_problem or "no pipeline bytes")
+        limits = sandbox_limits(self.env.settings)
+        with self.env.pool.open(instance.train, instance.test, limits) as fresh:
+            try:
+                fresh.load_pipeline(blob)
+            except SandboxError as exc:
+                return PipelineEvidence(problem=f"it cannot be loaded in a fresh sandbox: {exc}")
+            return collect_evidence(fresh, instance, self.env.settings.grading)
 
     def _record(
         self, result: Grade | None, error: str | None, started: str, wall_s: float

@@ -181,7 +181,8 @@ def _grant_python() -> None:
 
 def _private_filesystem(scratch: str, hide: list[str]) -> None:
     """Give the worker a read-only view of every mount except its scratch folder, a fresh /proc
-    (only the processes of its own pid namespace are visible) and empty folders over ``hide``."""
+    (only the processes of its own pid namespace are visible) and ``hide`` made empty (folders)
+    or blank (files)."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we do propagates back to the host
     points = _mount_points()
     # The scratch bind must exist before "/" goes read-only: a bind inherits its source's flags.
@@ -189,8 +190,12 @@ def _private_filesystem(scratch: str, hide: list[str]) -> None:
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _grant_python()
     for path in hide:
-        if os.path.isdir(path) and not _under(scratch, path):
+        if _under(scratch, path):
+            continue
+        if os.path.isdir(path):
             mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
+        elif os.path.isfile(path):  # e.g. a .env holding an API key: it reads as empty
+            mount("/dev/null", path, None, MS_BIND)
     for target, flags in points:
         if _under(target, "/proc") or target == scratch:
             continue

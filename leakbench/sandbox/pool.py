@@ -55,7 +55,8 @@ class SandboxPool:
         """``isolation``: "auto" (full if root else reduced), "full" or "reduced".
 
         ``grace_s``: how long a timed-out call may take to yield before its worker is killed.
-        ``hide_paths``: folders that workers see as empty (e.g. the results dir), on top of the
+        ``hide_paths``: folders that workers see as empty (e.g. the results dir) and files they see
+        blank (e.g. a .env file with an API key), on top of the
         permission-based protection (full isolation only).
         """
         if isolation not in ("auto", "full", "reduced"):

@@ -311,9 +311,15 @@ def _describe(answer: Any) -> tuple[dict[str, Any], Any]:
 
 
 def _keep_pipeline(pipeline: Any) -> None:
-    """Freeze the accepted pipeline: a pickled copy, so later agent code cannot refit it."""
+    """Freeze the accepted pipeline: a pickled copy, so later agent code cannot refit it.
+
+    cloudpickle stores classes and functions the agent defined (in this worker's ``__main__``)
+    by value, so the pipeline can be loaded again in a fresh worker for grading.
+    """
+    import cloudpickle
+
     try:
-        data = pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
+        data = cloudpickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
         S.submitted, S.submitted_bytes, S.pipeline_problem = pickle.loads(data), data, None
     except Exception as exc:
         S.submitted, S.submitted_bytes = pipeline, None

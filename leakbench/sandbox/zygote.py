@@ -37,6 +37,7 @@ PRELOAD = (
     "sklearn.preprocessing",
     "sklearn.tree",
     "encodings.idna",
+    "cloudpickle",
 )
 
 
