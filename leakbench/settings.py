@@ -47,6 +47,18 @@ class FamilySettings(Section):
         description="per-level additive effect on the logit, one list per categorical feature",
     )
     noise_sd: float = Field(default=0.8, gt=0, description="sd of the Gaussian label noise")
+    # Richer families are data, not code. Every knob below defaults to off (the seed family), and
+    # none of them draws random numbers, so the seed family's draws are untouched. The logit f
+    # stays a deterministic function of the features, so the oracle P(y=1|x) = Phi(f/sd) is exact.
+    interactions: list[tuple[int, int, float]] = Field(
+        default=[], description="(i, j, w): adds w * num_i * num_j to the logit"
+    )
+    nonlinear: list[tuple[Literal["square", "abs", "sin"], int, float]] = Field(
+        default=[],
+        description="(form, i, w): adds w * g(num_i), g centred to mean 0: "
+        "square x^2 - 1, abs |x| - sqrt(2/pi), sin sin(x)",
+    )
+    intercept: float = Field(default=0.0, description="added to the logit (class imbalance)")
 
     def numeric_columns(self) -> list[str]:
         return [f"num_{i}" for i in range(len(self.num_weights))]
@@ -69,6 +81,13 @@ class FamilySettings(Section):
                 raise ValueError(f"cat{j} needs at least 2 levels, got {levels}")
             if len(effects) != levels:
                 raise ValueError(f"cat_effects[{j}] has {len(effects)} values for {levels} levels")
+        k = len(self.num_weights)
+        used = [(f"interactions[{n}]", i) for n, (i, j, _) in enumerate(self.interactions)]
+        used += [(f"interactions[{n}]", j) for n, (i, j, _) in enumerate(self.interactions)]
+        used += [(f"nonlinear[{n}]", i) for n, (_, i, _) in enumerate(self.nonlinear)]
+        for where, i in used:
+            if not 0 <= i < k:
+                raise ValueError(f"{where}: no feature num_{i} (num_0..num_{k - 1} exist)")
         return self
 
 
@@ -84,8 +103,10 @@ class TaskSettings(Section):
         default=["future_signal", "global_target_mean", "cat0_rate_full"],
         description="enabled leak kinds, in column order",
     )
-    leak_naming: Literal["explicit"] = Field(
-        default="explicit", description="how leak columns are named ('explicit': leak_*)"
+    leak_naming: Literal["explicit", "disguised"] = Field(
+        default="explicit",
+        description="how leak columns are named: 'explicit' (leak_*) or 'disguised' (innocuous "
+        "feature-like names, placed among the features, chosen from the seed)",
     )
     family: FamilySettings = FamilySettings()
 
@@ -193,6 +214,26 @@ def _default_pricing() -> dict[str, ModelPrice]:
     }
 
 
+class CalibrationRecord(Section):
+    """Where a threshold came from: written by ``calibrate --write`` next to it, read back as is."""
+
+    source_runs: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+    metric: str
+    lower_is_better: bool = False
+    threshold: float
+    quantile: float = Field(gt=0, lt=1)
+    episodes: int = Field(ge=0, description="episodes in the pass-rate denominator (no errors)")
+    scored: int = Field(ge=0, description="episodes with a score, the quantile's sample")
+    implied_pass_rate: float | None = None
+    interval: tuple[float, float] = (0.0, 1.0)
+    band: tuple[float, float] = (0.10, 0.40)
+    in_band: bool = False
+    runs_needed: int | None = Field(default=None, description="unset: never at this rate")
+    date: str
+    leakbench_version: str
+
+
 class Settings(Section):
     task: TaskSettings = TaskSettings()
     agent: AgentSettings = AgentSettings()
@@ -200,6 +241,7 @@ class Settings(Section):
     run: RunSettings = RunSettings()
     calibrate: CalibrateSettings = CalibrateSettings()
     pricing: dict[str, ModelPrice] = Field(default_factory=_default_pricing)
+    calibration: CalibrationRecord | None = None
 
     def to_toml(self) -> str:
         """The resolved settings as TOML (``None`` values, which TOML cannot hold, are left out)."""

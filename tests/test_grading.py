@@ -105,11 +105,14 @@ def test_pipeline_evidence_drives_audit_consistency_and_holdout_metric():
     grading = GradingSettings(metric="holdout_regret", threshold=0.001)
     g = grade(inst, inst.oracle_test, grading, evidence)
     assert g.metrics["holdout_regret"] == 0.0
-    assert g.leaks_detected == ["leak_cat0_rate_full"]
+    assert g.leaks_detected == ["leak_cat0_rate_full"] and not g.gates_passed
     assert "uses leak column leak_cat0_rate_full" in g.reasons[0]
     evidence.shuffled = {}
     g = grade(inst, inst.oracle_test, grading, evidence)
-    assert g.passed, g.reasons
+    assert g.passed and g.gates_passed, g.reasons
+    strict = GradingSettings(metric="holdout_regret", threshold=-0.01)
+    g = grade(inst, inst.oracle_test, strict, evidence)
+    assert not g.passed and g.gates_passed  # only the score's threshold stands in the way
     g = grade(inst, np.clip(inst.oracle_test + 0.01, 0, 1), grading, evidence)
     assert not g.passed and "does not reproduce the submitted probabilities" in g.reasons[0]
 

@@ -47,7 +47,8 @@ def test_baseline_20_runs_without_key_or_network(cli, tmp_path):
     assert instance["seed"] == 7 and "oracle_auroc" in instance
     assert "target" not in json.dumps(instance["files"])  # no labels, no label files
     grade = json.loads((episode / "grade.json").read_text())
-    assert grade["metrics"]["auroc"] == next(r for r in lines if r["index"] == 7)["score"]
+    record = next(r for r in lines if r["index"] == 7)
+    assert grade["score"] == record["score"] == grade["metrics"][record["metric"]]
     events = [json.loads(line)["type"] for line in (episode / "transcript.jsonl").open()]
     assert events[0] == "begin" and events.count("turn") == 2 and "tool_result" in events
 
@@ -190,8 +191,8 @@ def test_resume_refuses_other_settings_and_reruns_errors(cli, tmp_path):
 def test_regrade_run_with_a_new_threshold(cli, tmp_path):
     results = tmp_path / "results"
     for policy in ("baseline", "leaky"):
-        args = ["--results-dir", results, "run", "--model", f"local/{policy}", "--runs", "3"]
-        assert cli(*args).exit_code == 0
+        args = ["--results-dir", results, "run", "--preset", "seed", "--runs", "3"]
+        assert cli(*args, "--model", f"local/{policy}").exit_code == 0
     baseline, leaky = sorted(results.iterdir(), key=lambda p: "leaky" in p.name)
     result = cli("--results-dir", results, "grade", baseline.name, leaky.name, "--threshold", "0.5")
     assert result.exit_code == 0, result.output
@@ -240,7 +241,9 @@ def test_grader_runs_the_pipeline_in_a_fresh_worker(cli, tmp_path, monkeypatch):
     tamper = local.Policy("patches the worker to hide its leak", ((TAMPER,),))
     monkeypatch.setitem(local.POLICIES, "tamper", tamper)
     results = tmp_path / "results"
-    result = cli("--results-dir", results, "run", "--model", "local/tamper", "--runs", "1")
+    # the seed preset: TAMPER's plain LogisticRegression cannot take default's NaN leak column
+    args = ["--results-dir", results, "run", "--preset", "seed"]
+    result = cli(*args, "--model", "local/tamper", "--runs", "1")
     assert result.exit_code == 0, result.output
     (line,) = _lines(_run_dir(results))
     assert line["outcome"] == "failed", line

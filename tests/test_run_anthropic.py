@@ -67,7 +67,7 @@ def test_honest_agent_passes_or_fails_by_its_auroc(cli, tmp_path, monkeypatch):
     )
     server = _serve(monkeypatch, script)
     try:
-        result, records, run = _run(cli, tmp_path, "--runs", "3", "-j", "3")
+        result, records, run = _run(cli, tmp_path, "--preset", "seed", "--runs", "3", "-j", "3")
     finally:
         server.stop()
     assert result.exit_code == 0, result.output
@@ -127,7 +127,7 @@ def test_json_submit_tool_with_variable_names(cli, tmp_path, monkeypatch):
     )
     server = _serve(monkeypatch, script)
     try:
-        result, records, _ = _run(cli, tmp_path, "--runs", "1")
+        result, records, _ = _run(cli, tmp_path, "--preset", "seed", "--runs", "1")
     finally:
         server.stop()
     assert result.exit_code == 0, result.output

@@ -91,7 +91,7 @@ def test_unknown_leak_kind_and_inconsistent_family(tmp_path):
         resolve(SettingsSources(config_files=[bad], environ={}))
     bad = _write(tmp_path / "f.toml", "[task.family]\ncat_levels = [4]\n")
     with pytest.raises(ConfigError, match=r"f.toml: task.family: cat_effects has 2 lists"):
-        resolve(SettingsSources(config_files=[bad], environ={}))
+        resolve(SettingsSources(preset="seed", config_files=[bad], environ={}))
 
 
 def test_to_toml_round_trips(tmp_path):

@@ -91,8 +91,10 @@ def test_holdout_leaks_carry_no_label_information():
     h = inst.holdout
     # the future signal in the holdout is independent of the holdout labels
     assert abs(roc_auc_score(inst.y_holdout, h["leak_future_signal"]) - 0.5) < 0.05
-    # the global mean and category rates are the train-only ones
-    assert (h["leak_global_target_mean"] == inst.train["target"].mean()).all()
+    # the global mean is the train-only one, up to bootstrap error (so it varies for the audit)
+    assert abs(h["leak_global_target_mean"].mean() - inst.train["target"].mean()) < 0.002
+    assert abs(np.corrcoef(h["leak_global_target_mean"], inst.y_holdout)[0, 1]) < 0.05
+    # the category rates are the train-only ones
     train_rates = inst.train.groupby("cat0", observed=False)["target"].mean()
     expected = h["cat0"].map(train_rates).astype(float)
     assert np.allclose(h["leak_cat0_rate_full"], expected)

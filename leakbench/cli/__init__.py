@@ -38,6 +38,7 @@ app = typer.Typer(
         "Example: leakbench run --model local/baseline --runs 5"
     ),
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals can hold API keys
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -86,9 +87,9 @@ def root(
 
 
 def _register() -> None:
-    from leakbench.cli import generate, grade, run, settings_cmd
+    from leakbench.cli import calibrate, generate, grade, report, run, selfcheck, settings_cmd
 
-    for module in (generate, run, grade, settings_cmd):
+    for module in (generate, run, grade, settings_cmd, calibrate, report, selfcheck):
         module.register(app)
 
 

@@ -10,7 +10,6 @@ import typer
 from leakbench.cli import display
 from leakbench.cli.options import Json, Preset, Seed
 from leakbench.cli.state import state
-from leakbench.task.files import generate_instances
 
 
 def generate_command(
@@ -29,10 +28,12 @@ def generate_command(
     Each instance folder holds public/ (what the agent sees), private/ (the answer key) and
     instance.json (seed, settings hash, column roles, sha256 of every file, oracle AUROC).
 
-    With --count 1 the instance goes straight into OUT; with more, into OUT/seed-<s>/.
+    With --count 1 the instance goes straight into OUT; with more, into OUT/seed-S/ for each seed S.
 
     Example: leakbench generate --preset seed --seed 42 --out instances/seed42
     """
+    from leakbench.task.files import generate_instances
+
     settings = state(ctx).settings(preset, {"task.seed": seed})
     manifests = generate_instances(settings, out, count=count, force=force)
     if json_out:

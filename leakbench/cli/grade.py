@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -12,11 +12,9 @@ from leakbench.cli import display
 from leakbench.cli.options import Json, Preset
 from leakbench.cli.state import state
 from leakbench.errors import UsageError
-from leakbench.grading.external import grade_external
-from leakbench.grading.grade import Grade
-from leakbench.grading.regrade import regrade_run
-from leakbench.store.runs import RunDir, find_run
-from leakbench.task.files import read_instance, read_manifest
+
+if TYPE_CHECKING:
+    from leakbench.grading.grade import Grade
 
 
 def grade_command(
@@ -61,6 +59,9 @@ def grade_command(
 
     Example: leakbench --config calibrated.toml grade 20261126T080000Z_local-baseline_1a2b3c
     """
+    from leakbench.grading.external import grade_external
+    from leakbench.task.files import read_instance, read_manifest
+
     if runs and instance is not None:
         raise UsageError("give run ids or --instance, not both")
     if runs:
@@ -80,6 +81,9 @@ def grade_command(
 def _regrade(
     ctx: typer.Context, runs: list[str], preset: str | None, threshold: float | None, json_out: bool
 ) -> None:
+    from leakbench.grading.regrade import regrade_run
+    from leakbench.store.runs import RunDir, find_run
+
     app_state = state(ctx)
     results_dir = Path(app_state.results_dir or app_state.settings(preset).run.results_dir)
     summary = []

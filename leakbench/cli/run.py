@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from leakbench.agents import make_agent, parse_model
 from leakbench.cli import display
 from leakbench.cli.options import Json, Preset, Seed
-from leakbench.cli.progress import RunProgress
 from leakbench.cli.state import state
 from leakbench.errors import UsageError
-from leakbench.runner.prompts import build_prompts
-from leakbench.runner.run import RunResult, execute_run
-from leakbench.sandbox import SandboxPool
 from leakbench.settings import Settings
 from leakbench.stats import wilson_interval
-from leakbench.store.runs import RunDir, find_run
+
+if TYPE_CHECKING:
+    from leakbench.runner.run import RunResult
+    from leakbench.store.runs import RunDir
 
 # Settings that change how fast a run goes, not what it measures: a resume may change them.
 _RESUME_MAY_CHANGE = {"run.concurrency", "run.sandbox_concurrency", "run.results_dir"}
@@ -33,7 +31,7 @@ def run_command(
         typer.Option(
             "--model",
             "-m",
-            help="anthropic/claude-haiku-4-5 (or just claude-haiku-4-5), or local/<policy>.",
+            help="anthropic/claude-haiku-4-5 (or just claude-haiku-4-5), or local/POLICY.",
         ),
     ] = None,
     runs: Annotated[int | None, typer.Option("--runs", "-n", help="Episodes in the run.")] = None,
@@ -57,7 +55,7 @@ def run_command(
 
     Each episode gets instance seed+i, a fresh sandbox, and the agent; it ends at the first valid
     submission, the step limit, or when the agent stops. Results go to
-    <results-dir>/<UTC-time>_<model>_<id>/; the run id is printed last on stdout. Ctrl-C keeps
+    RESULTS_DIR/UTC-TIME_MODEL_ID/; the run id is printed last on stdout. Ctrl-C keeps
     every finished episode (exit 130); --resume finishes the run.
 
     Example: leakbench run --model local/baseline --runs 20
@@ -84,6 +82,13 @@ def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
 
     Also used by ``calibrate --runs``. The API key is checked before the run folder is made.
     """
+    from leakbench.agents import make_agent, parse_model
+    from leakbench.cli.progress import RunProgress
+    from leakbench.runner.prompts import build_prompts
+    from leakbench.runner.run import execute_run
+    from leakbench.sandbox import SandboxPool
+    from leakbench.store.runs import RunDir
+
     provider, name = parse_model(settings.agent.model)
     client = _client(settings, name) if provider == "anthropic" else None
     if run is None:
@@ -125,6 +130,8 @@ def _client(settings: Settings, model: str) -> Any:
 def _resumed(
     ctx: typer.Context, resume: str, preset: str | None, flags: dict[str, Any]
 ) -> tuple[RunDir, Settings]:
+    from leakbench.store.runs import RunDir, find_run
+
     app_state = state(ctx)
     results_dir = app_state.results_dir or Path(app_state.settings(preset).run.results_dir)
     run = RunDir.open(find_run(Path(results_dir), resume))

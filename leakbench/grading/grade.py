@@ -44,6 +44,9 @@ class Grade(BaseModel):
     reasons: list[str]
     leaks_detected: list[str]
     checks: dict[str, Any]
+    # Every check but the score's own threshold passed: whether a different threshold alone
+    # could change the verdict (what calibration needs; never parsed out of ``reasons``).
+    gates_passed: bool = False
 
 
 def _passes(score: float, threshold: float, lower_is_better: bool) -> bool:
@@ -139,6 +142,7 @@ def verdict(
     ece = metrics.get("ece")
     if grading.max_ece is not None and ece is not None and ece > grading.max_ece:
         reasons.append(f"ECE {ece:.4f} is above max_ece {grading.max_ece}")
+    gates_passed = not reasons
     lower = grading.metric in LOWER_IS_BETTER
     score = metrics.get(grading.metric)
     if score is None:
@@ -158,6 +162,7 @@ def verdict(
         reasons=reasons,
         leaks_detected=leaks,
         checks=checks,
+        gates_passed=gates_passed and score is not None,
     )
 
 
@@ -204,7 +209,8 @@ def _measure_pipeline(
         metrics["holdout_oracle_auroc"] = instance.holdout_oracle_auroc
         metrics["holdout_regret"] = instance.holdout_oracle_auroc - metrics["holdout_auroc"]
         metrics["holdout_brier"] = m.brier(instance.y_holdout, hp)
-        audit = {c: float(np.max(np.abs(v - hp))) for c, v in evidence.shuffled.items()}
+        # shuffled holdout predictions cover the first rows of the holdout (AUDIT_ROWS)
+        audit = {c: float(np.max(np.abs(v - hp[: len(v)]))) for c, v in evidence.shuffled.items()}
         if evidence.test_proba is not None:
             tp = evidence.test_proba
             for column, shuffled in evidence.shuffled_test.items():

@@ -34,6 +34,7 @@ def regrade_run(run: RunDir, grading: GradingSettings) -> list[EpisodeRecord]:
                     "lower_is_better": new.lower_is_better,
                     "reasons": new.reasons,
                     "leaks_detected": new.leaks_detected,
+                    "gates_passed": new.gates_passed,
                 }
             )
         )

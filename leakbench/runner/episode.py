@@ -32,7 +32,7 @@ from leakbench.runner.tools import (
 )
 from leakbench.sandbox import SandboxError, SandboxPool, Session, SubmitReply, SubmitRequest
 from leakbench.settings import Settings
-from leakbench.store.files import append_jsonl, write_atomic
+from leakbench.store.files import JsonlLog, write_atomic
 from leakbench.store.runs import EpisodeRecord, utc_now
 from leakbench.task.files import manifest_for
 from leakbench.task.generate import Instance, make_instance
@@ -112,7 +112,7 @@ class Episode:
         )
 
     def _log(self, event: dict[str, Any]) -> None:
-        append_jsonl(self.folder / "transcript.jsonl", {"t": utc_now(), **event})
+        self.transcript.write({"t": utc_now(), **event})
 
     def _emit(self, kind: str, text: str) -> None:
         if self.env.on_event is not None:
@@ -121,6 +121,7 @@ class Episode:
     def run(self) -> EpisodeRecord:
         started, clock = utc_now(), time.perf_counter()
         settings = self.env.settings
+        self.transcript = JsonlLog(self.folder / "transcript.jsonl")
         error: str | None = None
         result: Grade | None = None
         try:
@@ -134,6 +135,7 @@ class Episode:
                 end_reason = self._converse(session, instance)
                 result = self._grade(session, instance, end_reason)
         except EpisodeCancelled:
+            self.transcript.close()
             raise
         except AgentError as exc:
             error = f"model API: {exc}"
@@ -144,6 +146,7 @@ class Episode:
             self._log({"type": "harness_fault", "traceback": traceback.format_exc()})
         if error is not None:
             self._log({"type": "error", "message": error})
+        self.transcript.close()
         return self._record(result, error, started, time.perf_counter() - clock)
 
     # -- the conversation ----------------------------------------------------------------------
@@ -337,5 +340,6 @@ class Episode:
             metrics=result.metrics,
             reasons=result.reasons,
             leaks_detected=result.leaks_detected,
+            gates_passed=result.gates_passed,
             **common,
         )

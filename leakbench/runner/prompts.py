@@ -1,10 +1,13 @@
-"""The prompts of a run, filled in once from its task settings (every instance has the same
-columns; only the values differ)."""
+"""The prompts of a run, filled in once from its task settings (every instance of a run has the
+same columns; only the values, and under disguised naming which column is which, differ)."""
 
 from __future__ import annotations
 
+import pandas as pd
+
 from leakbench.settings import Settings
-from leakbench.task.leaks import LEAK_KINDS
+from leakbench.task.generate import TARGET, make_instance
+from leakbench.task.leaks import announced_leak_columns
 
 
 def build_prompts(settings: Settings) -> tuple[str, str]:
@@ -12,21 +15,29 @@ def build_prompts(settings: Settings) -> tuple[str, str]:
     from leakbench.agents.anthropic import load_prompts
 
     task = settings.task
-    family = task.family
-    numeric, categorical = family.numeric_columns(), family.categorical_columns()
-    leak_columns = [LEAK_KINDS[k].column for k in task.leaks]
-    columns = "\n" + "\n".join(
-        [
-            f"- numeric features: {', '.join(numeric)}",
-            f"- categorical features (pandas category): {', '.join(categorical) or 'none'}",
-            "- target: binary 0/1, in train_df only",
-            f"- leaky columns: {', '.join(leak_columns) or 'none'}",
-        ]
-    )
+    probe = make_instance(task, task.seed)
+    announced = announced_leak_columns(task.leaks, task.leak_naming)
+    features = [c for c in probe.test.columns if c not in announced and c not in probe.id_columns]
+    categorical = [c for c in features if isinstance(probe.test[c].dtype, pd.CategoricalDtype)]
+    numeric = [c for c in features if c not in categorical]
+    lines = [
+        f"- numeric columns: {', '.join(numeric)}",
+        f"- categorical columns (pandas category): {', '.join(categorical) or 'none'}",
+    ]
+    if probe.id_columns:
+        lines.append(f"- id columns: {', '.join(probe.id_columns)}")
+    lines.append(f"- {TARGET}: binary 0/1, in train_df only")
+    if announced:
+        lines.append(f"- leaky columns: {', '.join(announced)}")
+        leak_text = ", ".join(announced)
+    elif task.leaks:
+        leak_text = "not named here: find them from the data"
+    else:
+        leak_text = "none"
     return load_prompts(
         settings.agent,
         n_train=task.n_train,
         n_test=task.n_test,
-        columns=columns,
-        leak_columns=", ".join(leak_columns) or "none",
+        columns="\n" + "\n".join(lines),
+        leak_columns=leak_text,
     )

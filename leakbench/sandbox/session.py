@@ -252,10 +252,16 @@ class Session:
         reply = self._request(
             {"op": "predict", "frame": frame}, timeout_s or self.limits.call_timeout_s, "proba"
         )
-        values = reply.get("values")
-        if not isinstance(values, list) or not all(_is_number(v) for v in values):
-            raise SandboxError("predict_proba did not return a list of numbers")
-        return np.asarray(values, dtype=float)
+        # Little-endian float64 bytes (base64 in the JSON reply): plain numbers, decoded without
+        # running anything, and 30x cheaper than a JSON list for a large holdout.
+        encoded = reply.get("f8")
+        try:
+            raw = base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else b""
+        except binascii.Error:
+            raw = b""
+        if len(raw) != 8 * len(frame):
+            raise SandboxError(f"predict_proba did not return {len(frame)} numbers")
+        return np.frombuffer(raw, dtype="<f8").astype(float)
 
     def fingerprint(self) -> dict:
         """The fitted preprocessing statistics of the pipeline (plain JSON; untrusted)."""

@@ -341,7 +341,8 @@ def _predict(msg: dict[str, Any]) -> dict[str, Any]:
         return {"type": "error", "message": f"predict_proba failed: {type(exc).__name__}: {exc}"}
     if proba.ndim != 2 or proba.shape[1] < 2:
         return {"type": "error", "message": f"predict_proba returned shape {list(proba.shape)}"}
-    return {"type": "proba", "values": proba[:, 1].tolist()}
+    values = np.ascontiguousarray(proba[:, 1], dtype="<f8").tobytes()
+    return {"type": "proba", "f8": base64.b64encode(values).decode()}
 
 
 def _fingerprint(msg: dict[str, Any]) -> dict[str, Any]:

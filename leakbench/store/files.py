@@ -64,6 +64,27 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
+class JsonlLog:
+    """An append-only JSONL file kept open: each record is written and flushed to the OS at once
+    (it survives the process being killed); ``close`` syncs it to disk.
+
+    For logs whose owner finishes with a durable step of its own (an episode's transcript is
+    synced before the episode's line goes into ``episodes.jsonl``), so each line needs no fsync.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+
+
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Records of a JSONL file; a truncated or garbled line (an interrupted write) is skipped."""
     if not Path(path).exists():

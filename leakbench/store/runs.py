@@ -74,6 +74,7 @@ class EpisodeRecord(BaseModel):
     metrics: dict[str, float | None] = Field(default_factory=dict)
     reasons: list[str] = Field(default_factory=list)
     leaks_detected: list[str] = Field(default_factory=list)
+    gates_passed: bool = False  # every check but the score threshold passed (see Grade)
     steps: int = 0
     tool_calls: int = 0
     submit_attempts: int = 0

@@ -21,7 +21,6 @@ from leakbench.errors import UsageError
 from leakbench.settings import Settings, TaskSettings
 from leakbench.store.files import sha256_file, write_atomic
 from leakbench.task.generate import TARGET, Instance, make_instance
-from leakbench.task.leaks import LEAK_KINDS
 
 INSTANCE_SCHEMA_VERSION = 1
 PUBLIC_FILES = ("public/train.csv", "public/test.csv")
@@ -36,7 +35,7 @@ class ColumnInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    role: Literal["numeric", "categorical", "target", "leak"]
+    role: Literal["numeric", "categorical", "target", "leak", "id"]
     dtype: str
     categories: list[int] | None = None
     leak_kind: str | None = None
@@ -64,21 +63,31 @@ class InstanceManifest(BaseModel):
 
 
 def column_schema(instance: Instance) -> list[ColumnInfo]:
+    """Every column's role, in ``train_df``'s order. Leak columns keep their kind even under
+    disguised naming: ``instance.json`` lives in the episode folder, never in the sandbox."""
     family = instance.task.family
-    columns = [
-        ColumnInfo(name=c, role="numeric", dtype="float64") for c in family.numeric_columns()
-    ]
-    for name, levels in zip(family.categorical_columns(), family.cat_levels, strict=True):
-        columns.append(
-            ColumnInfo(
-                name=name, role="categorical", dtype="category", categories=list(range(levels))
-            )
-        )
-    columns.append(ColumnInfo(name=TARGET, role="target", dtype="int64"))
-    by_column = {LEAK_KINDS[k].column: k for k in instance.task.leaks}
-    for name in instance.leak_columns:
+    levels = dict(zip(family.categorical_columns(), family.cat_levels, strict=True))
+    columns = []
+    for name in instance.train.columns:
         dtype = str(instance.train[name].dtype)
-        columns.append(ColumnInfo(name=name, role="leak", dtype=dtype, leak_kind=by_column[name]))
+        if name in instance.leak_kinds:
+            info = ColumnInfo(
+                name=name, role="leak", dtype=dtype, leak_kind=instance.leak_kinds[name]
+            )
+        elif name in instance.id_columns:
+            info = ColumnInfo(name=name, role="id", dtype=dtype)
+        elif name in levels:
+            info = ColumnInfo(
+                name=name,
+                role="categorical",
+                dtype="category",
+                categories=list(range(levels[name])),
+            )
+        elif name == TARGET:
+            info = ColumnInfo(name=name, role="target", dtype="int64")
+        else:
+            info = ColumnInfo(name=name, role="numeric", dtype="float64")
+        columns.append(info)
     return columns
 
 
@@ -190,6 +199,8 @@ def read_instance(folder: Path, *, verify: bool = True) -> Instance:
         y_holdout=holdout_answers[TARGET].to_numpy(),
         oracle_holdout=holdout_answers["oracle_proba"].to_numpy(),
         leak_columns=list(manifest.leak_columns),
+        leak_kinds={c.name: c.leak_kind for c in cols if c.role == "leak" and c.leak_kind},
+        id_columns=[c.name for c in cols if c.role == "id"],
     )
 
 

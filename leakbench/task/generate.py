@@ -4,12 +4,14 @@ The draw order is part of the contract: instance ``seed=s`` of the seed preset e
 project's ``make_problem(seed=s)`` value for value. One ``numpy.random.default_rng(seed)`` draws, in
 this order: train numerics, test numerics, then for each categorical its train and its test codes,
 then the train noise and the test noise. The hidden holdout is drawn after all of that, so adding it
-changed nothing the original produced; leak kinds draw from streams of their own.
+changed nothing the original produced; leak kinds draw from streams of their own, and so does the
+disguised naming of leak columns. The family's richer knobs (interactions, nonlinear terms,
+intercept) draw nothing: they only add deterministic terms to the logit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -54,6 +56,8 @@ class Instance:
     y_holdout: np.ndarray
     oracle_holdout: np.ndarray
     leak_columns: list[str]
+    leak_kinds: dict[str, str] = field(default_factory=dict)  # leak column -> leak kind
+    id_columns: list[str] = field(default_factory=list)  # columns a kind added, role "id"
 
     @cached_property
     def oracle_auroc(self) -> float:
@@ -82,12 +86,26 @@ def _draw_splits(
     return list(zip(numerics, cats, noises, strict=True))
 
 
+# Centred (mean 0 under N(0, 1)) so that a term shifts no class balance.
+_NONLINEAR = {
+    "square": lambda v: v**2 - 1.0,
+    "abs": lambda v: np.abs(v) - np.sqrt(2 / np.pi),
+    "sin": np.sin,
+}
+
+
 def _split(
     family: FamilySettings, x: np.ndarray, cats: list[np.ndarray], noise: np.ndarray
 ) -> Split:
     logit = x @ np.asarray(family.num_weights)
     for codes, effects in zip(cats, family.cat_effects, strict=True):
         logit = logit + np.asarray(effects)[codes]
+    for i, j, weight in family.interactions:
+        logit = logit + weight * x[:, i] * x[:, j]
+    for form, i, weight in family.nonlinear:
+        logit = logit + weight * _NONLINEAR[form](x[:, i])
+    if family.intercept:
+        logit = logit + family.intercept
     frame = pd.DataFrame(x, columns=family.numeric_columns())
     for name, codes, levels in zip(
         family.categorical_columns(), cats, family.cat_levels, strict=True
@@ -107,7 +125,8 @@ def make_instance(task: TaskSettings, seed: int) -> Instance:
     train = tr.frame.copy()
     train[TARGET] = y_train
     test, holdout = te.frame.copy(), ho.frame.copy()
-    leak_columns = []
+    leak_kinds: dict[str, str] = {}
+    id_columns: list[str] = []
     for index, name in enumerate(task.leaks):
         kind = LEAK_KINDS[name]
         # Each kind gets its own stream keyed by (seed, position) so it never shifts the base draws.
@@ -115,12 +134,25 @@ def make_instance(task: TaskSettings, seed: int) -> Instance:
             tr.frame, te.frame, ho.frame, y_train, y_test, np.random.default_rng([seed, 1, index])
         )
         cols = kind.compute(ctx)
+        for extra in cols.extra:
+            train[extra.name], test[extra.name], holdout[extra.name] = (
+                extra.train,
+                extra.test,
+                extra.holdout,
+            )
+            id_columns.append(extra.name)
         train[kind.column], test[kind.column], holdout[kind.column] = (
             cols.train,
             cols.test,
             cols.holdout,
         )
-        leak_columns.append(kind.column)
+        leak_kinds[kind.column] = name
+    if task.leak_naming == "disguised":
+        names = disguised_names(family, list(leak_kinds), seed)
+        order = _disguised_order(family, list(test.columns), names)
+        test, holdout = (f.rename(columns=names)[order] for f in (test, holdout))
+        train = train.rename(columns=names)[[*order, TARGET]]
+        leak_kinds = {names[c]: k for c, k in leak_kinds.items()}
 
     sd = family.noise_sd
     return Instance(
@@ -133,5 +165,27 @@ def make_instance(task: TaskSettings, seed: int) -> Instance:
         holdout=holdout,
         y_holdout=y_holdout,
         oracle_holdout=ndtr(ho.logit / sd),
-        leak_columns=leak_columns,
+        leak_columns=list(leak_kinds),
+        leak_kinds=leak_kinds,
+        id_columns=id_columns,
     )
+
+
+def disguised_names(family: FamilySettings, columns: list[str], seed: int) -> dict[str, str]:
+    """Innocuous names for leak columns: they continue the numeric features' numbering
+    (``num_5``, ``num_6``, ... after ``num_0..num_4``) in an order drawn from the seed."""
+    k = len(family.num_weights)
+    slots = np.random.default_rng([seed, 3]).permutation(len(columns))
+    return {c: f"num_{k + int(s)}" for c, s in zip(columns, slots, strict=True)}
+
+
+def _disguised_order(
+    family: FamilySettings, columns: list[str], names: dict[str, str]
+) -> list[str]:
+    # Disguised leaks sit among the numeric features, by number; categoricals and ids follow.
+    renamed = [names.get(c, c) for c in columns]
+    numeric = sorted(
+        (c for c in renamed if c in names.values() or c in family.numeric_columns()),
+        key=lambda c: int(c.split("_")[1]),
+    )
+    return numeric + [c for c in renamed if c not in numeric]

@@ -1,0 +1,172 @@
+"""Throughput of `leakbench run` against the same work done directly, without the harness.
+
+    python -m bench.run [--episodes N] [--preset default]
+
+Prints, in one run on this machine:
+- episodes/s of local/baseline through the harness at concurrency 1, 2 and 4 (zygote already
+  warm), against episodes/s of the same instance generation, model fit, evidence predictions and
+  grading done directly in plain processes (1 and 2 of them): the ratio is the harness overhead;
+- episodes/s against the fake Anthropic server with a simulated 50 ms model latency per reply at
+  concurrency 32 (two model turns per episode: explore, then fit and submit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from leakbench.agents import make_agent
+from leakbench.agents.local import POLICIES
+from leakbench.grading.audit import collect_evidence
+from leakbench.grading.grade import grade
+from leakbench.runner.prompts import build_prompts
+from leakbench.runner.run import execute_run
+from leakbench.sandbox import SandboxPool
+from leakbench.sandbox.introspect import fingerprint
+from leakbench.settings import Settings, SettingsSources, resolve
+from leakbench.store.runs import RunDir
+from leakbench.task.generate import make_instance
+
+
+class _Quiet:
+    def started(self, total, done):
+        pass
+
+    def finished(self, record):
+        pass
+
+    def event(self, index, kind, text):
+        pass
+
+
+def harness_rate(settings: Settings, pool: SandboxPool, episodes: int, concurrency: int) -> float:
+    settings = settings.with_overrides({"run.runs": episodes, "run.concurrency": concurrency})
+    with tempfile.TemporaryDirectory() as results:
+        run = RunDir.create(Path(results), settings, ["bench"])
+        start = time.perf_counter()
+        result = execute_run(
+            run,
+            settings,
+            lambda: make_agent(settings.agent.model, settings),
+            build_prompts(settings),
+            pool,
+            _Quiet(),
+        )
+        elapsed = time.perf_counter() - start
+    bad = [r for r in result.records if r.outcome not in ("passed", "failed")]
+    assert not bad, bad[0]
+    return episodes / elapsed
+
+
+def direct_episode(args: tuple[Settings, int]) -> bool:
+    """The work of one episode with no harness: generate, fit, predict, audit, grade."""
+    settings, seed = args
+    instance = make_instance(settings.task, seed)
+    namespace = {"train_df": instance.train, "test_df": instance.test, "np": np, "pd": pd}
+    captured: dict = {}
+    namespace["submit_answer"] = captured.update
+    for codes in POLICIES["baseline"].turns:
+        for code in codes:
+            if "train_df.dtypes" not in code:  # the exploring call only prints
+                exec(code, namespace)
+    evidence = collect_evidence(_InProcess(captured["pipeline"]), instance, settings.grading)
+    return grade(instance, captured["y_pred_proba"], settings.grading, evidence).passed
+
+
+class _InProcess:
+    """The fitted pipeline answering the audit directly, as a sandbox session would."""
+
+    def __init__(self, pipe: object) -> None:
+        self.pipe = pipe
+
+    def predict_proba(self, frame):
+        return self.pipe.predict_proba(frame)[:, 1]
+
+    def fingerprint(self) -> dict:
+        return fingerprint(self.pipe)
+
+
+def _single_thread() -> None:
+    # The sandbox runs BLAS/OpenMP single-threaded; the direct baseline must too, or it would
+    # borrow the other core and the comparison would say nothing.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def direct_rate(settings: Settings, episodes: int, processes: int) -> float:
+    jobs = [(settings, seed) for seed in range(episodes)]
+    with ProcessPoolExecutor(processes, initializer=_single_thread) as executor:
+        list(executor.map(direct_episode, jobs[:processes]))  # warm the imports
+        start = time.perf_counter()
+        list(executor.map(direct_episode, jobs))
+        return episodes / (time.perf_counter() - start)
+
+
+def fake_server_rate(settings: Settings, pool: SandboxPool, episodes: int) -> float:
+    from leakbench.agents.anthropic import make_client
+    from tests.fake_anthropic import FakeAnthropic, ScriptedConversation, tool_use_reply
+
+    explore = tool_use_reply([("python_expression", {"expression": "train_df.shape"})])
+    fit = tool_use_reply([("python_expression", {"expression": POLICIES["baseline"].turns[1][0]})])
+    settings = settings.with_overrides(
+        {"agent.model": "anthropic/claude-haiku-4-5", "run.runs": episodes, "run.concurrency": 32}
+    )
+    with FakeAnthropic(ScriptedConversation([explore, fit]), latency_s=0.05) as server:
+        client = make_client(settings.run, api_key=server.api_key, base_url=server.base_url)
+        with tempfile.TemporaryDirectory() as results:
+            run = RunDir.create(Path(results), settings, ["bench"])
+            start = time.perf_counter()
+            result = execute_run(
+                run,
+                settings,
+                lambda: make_agent(settings.agent.model, settings, client),
+                build_prompts(settings),
+                pool,
+                _Quiet(),
+            )
+            elapsed = time.perf_counter() - start
+    bad = [r for r in result.records if r.outcome not in ("passed", "failed")]
+    assert not bad, bad[0]
+    return episodes / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--episodes", type=int, default=40)
+    parser.add_argument("--preset", default="default")
+    args = parser.parse_args()
+    settings = resolve(SettingsSources(preset=args.preset, environ={}))
+    print(f"preset {args.preset}, {args.episodes} episodes per figure, {os.cpu_count()} cores")
+    direct = {p: direct_rate(settings, args.episodes, p) for p in (1, 2)}
+    for p, rate in direct.items():
+        print(f"direct, {p} process(es):                 {rate:6.2f} episodes/s")
+    with SandboxPool() as pool:
+        start = time.perf_counter()
+        pool.start()
+        print(f"sandbox zygote start (once per run):      {time.perf_counter() - start:6.2f} s")
+        print(f"isolation:                                {pool.isolation}")
+        for concurrency in (1, 2, 4):
+            rate = harness_rate(settings, pool, args.episodes, concurrency)
+            base = direct[min(concurrency, 2)]
+            print(
+                f"harness, local/baseline, concurrency {concurrency}:  {rate:6.2f} episodes/s"
+                f"  (overhead vs direct x{min(concurrency, 2)}: {base / rate - 1:+.0%})"
+            )
+        n = max(args.episodes, 64)
+        rate = fake_server_rate(settings, pool, n)
+        print(
+            f"fake Anthropic API, 50 ms latency, concurrency 32: {rate:6.2f} episodes/s "
+            f"({n} episodes)"
+        )
+
+
+if __name__ == "__main__":
+    main()

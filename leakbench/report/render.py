@@ -1,0 +1,156 @@
+"""Summary and episode rows as a rich table, Markdown, CSV or JSON.
+
+CSV and JSON carry the raw numbers (full precision, empty / null for "not available"); the table
+and Markdown show them formatted for people.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from leakbench.report.summary import LEAK_PREFIX
+
+FORMATS = ("table", "markdown", "csv", "json", "html")
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _mean_sd(mean: float | None, sd: float | None) -> str:
+    if mean is None:
+        return "-"
+    return _num(mean) if sd is None else f"{mean:.4f} ± {sd:.4f}"
+
+
+def summary_cells(row: dict[str, Any]) -> list[tuple[str, str]]:
+    """One summary row as (label, text) pairs, in display order."""
+    rate = _pct(row["pass_rate"])
+    if row["pass_rate"] is not None:
+        rate += f" [{_pct(row['pass_rate_low'])}, {_pct(row['pass_rate_high'])}]"
+    cells = [
+        ("model", row["model"]),
+        ("preset", row["preset"]),
+        ("runs", str(row["runs"])),
+        ("episodes", str(row["episodes"])),
+        ("passed", str(row["passed"])),
+        ("pass rate [95% CI]", rate),
+        ("score mean ± sd", f"{_mean_sd(row['score_mean'], row['score_sd'])} ({row['metric']})"),
+        ("threshold", _num(row["threshold"])),
+        ("AUROC mean ± sd", _mean_sd(row["auroc_mean"], row["auroc_sd"])),
+        ("regret to oracle", _num(row["regret_mean"])),
+        ("leaks detected", str(row["leaks_any"])),
+    ]
+    cells += [
+        (f"leak: {key[len(LEAK_PREFIX) :]}", str(value))
+        for key, value in row.items()
+        if key.startswith(LEAK_PREFIX)
+    ]
+    cells += [
+        ("invalid", str(row["invalid"])),
+        ("no submission", str(row["no_submission"])),
+        ("errors", str(row["error"])),
+        ("mean steps", _num(row["steps_mean"], 1)),
+        ("tokens (cache reads)", f"{row['tokens']:,} ({row['cache_read_tokens']:,})"),
+        ("cost", f"${row['cost_usd']:.4f}"),
+        ("wall time", f"{row['wall_s']:.1f}s"),
+    ]
+    return cells
+
+
+def episode_cells(row: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        ("run", row["run_id"]),
+        ("index", str(row["index"])),
+        ("seed", str(row["seed"])),
+        ("outcome", row["outcome"]),
+        ("score", _num(row["score"])),
+        ("steps", str(row["steps"])),
+        ("cost", f"${row['cost_usd']:.4f}"),
+        ("reasons", row["reasons"]),
+    ]
+
+
+def cells(rows: Sequence[dict[str, Any]], episodes: bool) -> list[list[tuple[str, str]]]:
+    return [episode_cells(r) if episodes else summary_cells(r) for r in rows]
+
+
+def table(rows: Sequence[dict[str, Any]], episodes: bool) -> Table:
+    """A rich table. The summary is transposed (a column per group) so it fits a terminal."""
+    grid = cells(rows, episodes)
+    if episodes:
+        out = Table(title="episodes", title_justify="left")
+        for label, _ in grid[0] if grid else episode_cells(_EMPTY_EPISODE):
+            out.add_column(label, overflow="fold")
+        for row in grid:
+            out.add_row(*(text for _, text in row))
+        return out
+    out = Table(title="summary", title_justify="left")
+    out.add_column("", no_wrap=True)
+    for _ in grid:
+        out.add_column("", justify="right")
+    labels = [label for label, _ in grid[0]] if grid else []
+    for i, label in enumerate(labels):
+        out.add_row(label, *(row[i][1] for row in grid))
+    return out
+
+
+_EMPTY_EPISODE: dict[str, Any] = {
+    "run_id": "",
+    "index": 0,
+    "seed": 0,
+    "outcome": "",
+    "score": None,
+    "steps": 0,
+    "cost_usd": 0.0,
+    "reasons": "",
+}
+
+
+def table_text(rows: Sequence[dict[str, Any]], episodes: bool, width: int = 160) -> str:
+    console = Console(file=io.StringIO(), width=width, no_color=True, highlight=False)
+    console.print(table(rows, episodes))
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(rows: Sequence[dict[str, Any]], episodes: bool) -> str:
+    grid = cells(rows, episodes)
+    if not grid:
+        return ""
+    labels = [label for label, _ in grid[0]]
+    lines = ["| " + " | ".join(_md_escape(x) for x in labels) + " |"]
+    lines.append("|" + "|".join("---" for _ in labels) + "|")
+    lines += ["| " + " | ".join(_md_escape(text) for _, text in row) + " |" for row in grid]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    fields = list(rows[0])
+    for row in rows[1:]:
+        fields += [k for k in row if k not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def to_json(rows: Sequence[dict[str, Any]]) -> str:
+    return json.dumps(list(rows), indent=2, allow_nan=False) + "\n"
