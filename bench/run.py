@@ -7,7 +7,8 @@ Prints, in one run on this machine:
   warm), against episodes/s of the same instance generation, model fit, evidence predictions and
   grading done directly in plain processes (1 and 2 of them): the ratio is the harness overhead;
 - episodes/s against the fake Anthropic server with a simulated 50 ms model latency per reply at
-  concurrency 32 (two model turns per episode: explore, then fit and submit).
+  concurrency 32 (two model turns per episode: explore, then submit), once with a constant
+  submission (model-bound) and once with the baseline pipeline (sandbox-CPU-bound).
 """
 
 from __future__ import annotations
@@ -46,15 +47,15 @@ class _Quiet:
         pass
 
 
-def harness_rate(settings: Settings, pool: SandboxPool, episodes: int, concurrency: int) -> float:
-    settings = settings.with_overrides({"run.runs": episodes, "run.concurrency": concurrency})
+def _timed_run(settings: Settings, pool: SandboxPool, client: object = None) -> float:
+    """Episodes/s of one run of ``settings`` in a throw-away results folder."""
     with tempfile.TemporaryDirectory() as results:
         run = RunDir.create(Path(results), settings, ["bench"])
         start = time.perf_counter()
         result = execute_run(
             run,
             settings,
-            lambda: make_agent(settings.agent.model, settings),
+            lambda: make_agent(settings.agent.model, settings, client),
             build_prompts(settings),
             pool,
             _Quiet(),
@@ -62,7 +63,16 @@ def harness_rate(settings: Settings, pool: SandboxPool, episodes: int, concurren
         elapsed = time.perf_counter() - start
     bad = [r for r in result.records if r.outcome not in ("passed", "failed")]
     assert not bad, bad[0]
-    return episodes / elapsed
+    return len(result.records) / elapsed
+
+
+def harness_rate(settings: Settings, pool: SandboxPool, episodes: int, concurrency: int) -> float:
+    return _timed_run(
+        settings.with_overrides(
+            {"agent.model": "local/baseline", "run.runs": episodes, "run.concurrency": concurrency}
+        ),
+        pool,
+    )
 
 
 def direct_episode(args: tuple[Settings, int]) -> bool:
@@ -110,32 +120,31 @@ def direct_rate(settings: Settings, episodes: int, processes: int) -> float:
         return episodes / (time.perf_counter() - start)
 
 
-def fake_server_rate(settings: Settings, pool: SandboxPool, episodes: int) -> float:
+def fake_server_rate(settings: Settings, pool: SandboxPool, episodes: int, fit: bool) -> float:
+    """Episodes/s through the real SDK against the fake API (50 ms per reply), concurrency 32.
+
+    Two model turns per episode: explore, then submit. With ``fit`` the submission is the
+    baseline pipeline (sandbox CPU dominates); without, the agent submits constant
+    probabilities and no pipeline (the model's latency and the harness dominate).
+    """
     from leakbench.agents.anthropic import make_client
     from tests.fake_anthropic import FakeAnthropic, ScriptedConversation, tool_use_reply
 
     explore = tool_use_reply([("python_expression", {"expression": "train_df.shape"})])
-    fit = tool_use_reply([("python_expression", {"expression": POLICIES["baseline"].turns[1][0]})])
+    code = (
+        POLICIES["baseline"].turns[1][0]
+        if fit
+        else 'submit_answer({"y_pred_proba": np.full(len(test_df), 0.5)})'
+    )
+    submit = tool_use_reply([("python_expression", {"expression": code})])
     settings = settings.with_overrides(
         {"agent.model": "anthropic/claude-haiku-4-5", "run.runs": episodes, "run.concurrency": 32}
     )
-    with FakeAnthropic(ScriptedConversation([explore, fit]), latency_s=0.05) as server:
+    if not fit:
+        settings = settings.with_overrides({"grading.require_pipeline": False})
+    with FakeAnthropic(ScriptedConversation([explore, submit]), latency_s=0.05) as server:
         client = make_client(settings.run, api_key=server.api_key, base_url=server.base_url)
-        with tempfile.TemporaryDirectory() as results:
-            run = RunDir.create(Path(results), settings, ["bench"])
-            start = time.perf_counter()
-            result = execute_run(
-                run,
-                settings,
-                lambda: make_agent(settings.agent.model, settings, client),
-                build_prompts(settings),
-                pool,
-                _Quiet(),
-            )
-            elapsed = time.perf_counter() - start
-    bad = [r for r in result.records if r.outcome not in ("passed", "failed")]
-    assert not bad, bad[0]
-    return episodes / elapsed
+        return _timed_run(settings, pool, client)
 
 
 def main() -> None:
@@ -149,9 +158,6 @@ def main() -> None:
     for p, rate in direct.items():
         print(f"direct, {p} process(es):                 {rate:6.2f} episodes/s")
     with SandboxPool() as pool:
-        start = time.perf_counter()
-        pool.start()
-        print(f"sandbox zygote start (once per run):      {time.perf_counter() - start:6.2f} s")
         print(f"isolation:                                {pool.isolation}")
         for concurrency in (1, 2, 4):
             rate = harness_rate(settings, pool, args.episodes, concurrency)
@@ -161,11 +167,11 @@ def main() -> None:
                 f"  (overhead vs direct x{min(concurrency, 2)}: {base / rate - 1:+.0%})"
             )
         n = max(args.episodes, 64)
-        rate = fake_server_rate(settings, pool, n)
-        print(
-            f"fake Anthropic API, 50 ms latency, concurrency 32: {rate:6.2f} episodes/s "
-            f"({n} episodes)"
-        )
+        for fit, what in ((False, "constant submission"), (True, "baseline pipeline")):
+            rate = fake_server_rate(settings, pool, n, fit)
+            print(
+                f"fake Anthropic API, 50 ms/reply, concurrency 32, {what}: {rate:6.2f} episodes/s"
+            )
 
 
 if __name__ == "__main__":

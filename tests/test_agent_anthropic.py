@@ -20,41 +20,22 @@ from leakbench.agents.anthropic import (
 from leakbench.agents.base import AgentError, ToolResult
 from leakbench.errors import ConfigError, LeakbenchError
 from leakbench.settings import AgentSettings, ModelPrice, RunSettings
-
-try:
-    from tests.fake_anthropic import (
-        DEFAULT_API_KEY,
-        FakeAnthropic,
-        ScriptedConversation,
-        context_overflow,
-        dropped,
-        malformed,
-        max_tokens_reply,
-        overloaded,
-        rate_limited,
-        server_error,
-        slow,
-        stop_reply,
-        text_reply,
-        tool_use_reply,
-    )
-except ImportError:  # pytest run without the repo root on sys.path
-    from fake_anthropic import (  # type: ignore[no-redef]
-        DEFAULT_API_KEY,
-        FakeAnthropic,
-        ScriptedConversation,
-        context_overflow,
-        dropped,
-        malformed,
-        max_tokens_reply,
-        overloaded,
-        rate_limited,
-        server_error,
-        slow,
-        stop_reply,
-        text_reply,
-        tool_use_reply,
-    )
+from tests.fake_anthropic import (
+    DEFAULT_API_KEY,
+    FakeAnthropic,
+    ScriptedConversation,
+    context_overflow,
+    dropped,
+    malformed,
+    max_tokens_reply,
+    overloaded,
+    rate_limited,
+    server_error,
+    slow,
+    stop_reply,
+    text_reply,
+    tool_use_reply,
+)
 
 MODEL = "claude-haiku-4-5"
 PRICE = ModelPrice(input=1.0, output=5.0, cache_write=1.25, cache_read=0.10)
