@@ -27,6 +27,7 @@ import numpy as np
 import tomli_w
 
 from leakbench import __version__
+from leakbench.agents import canonical_model
 from leakbench.errors import LeakbenchError, UsageError
 from leakbench.settings import CalibrationRecord
 from leakbench.stats import wilson_interval
@@ -234,7 +235,8 @@ def select_runs(results_dir: Path, run_ids: Sequence[str], model: str | None) ->
     if run_ids:
         return [RunDir.open(find_run(results_dir, r)) for r in run_ids]
     runs = [RunDir.open(p) for p in list_runs(results_dir)]
-    chosen = [r for r in runs if model is None or r.manifest.model == model]
+    wanted = None if model is None else canonical_model(model)
+    chosen = [r for r in runs if wanted is None or canonical_model(r.manifest.model) == wanted]
     if not chosen:
         raise LeakbenchError(
             f"no runs of {model} in {results_dir}",

@@ -80,6 +80,8 @@ def test_honest_agent_passes_or_fails_by_its_auroc(cli, tmp_path, monkeypatch):
         if expected == "failed":
             assert record["reasons"] == [f"auroc {record['score']:.4f} < threshold 0.9471"]
     assert len(server.message_requests()) == 6  # two turns per episode, no more
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["model"] == "anthropic/claude-haiku-4-5"  # one spelling per model
     # the transcript holds every request and response with content blocks
     events = [json.loads(x) for x in (run / "episodes/0000/transcript.jsonl").open()]
     calls = [e for e in events if e["type"] == "api_call"]

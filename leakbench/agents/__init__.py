@@ -37,6 +37,12 @@ def parse_model(model: str) -> tuple[str, str]:
     return provider, name
 
 
+def canonical_model(model: str) -> str:
+    """``provider/name`` for any accepted spelling (``claude-haiku-4-5`` -> ``anthropic/...``)."""
+    provider, name = parse_model(model)
+    return f"{provider}/{name}"
+
+
 def make_agent(model: str, settings: Any, client: Any = None) -> Agent:
     """A fresh agent for one episode; ``client`` is the shared Anthropic client, if any."""
     provider, name = parse_model(model)

@@ -60,9 +60,11 @@ def run_command(
 
     Example: leakbench run --model local/baseline --runs 20
     """
+    from leakbench.agents import canonical_model
+
     app_state = state(ctx)
     flags = {
-        "agent.model": model,
+        "agent.model": canonical_model(model) if model else None,
         "run.runs": runs,
         "run.concurrency": concurrency,
         "task.seed": seed,
@@ -90,6 +92,8 @@ def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
     from leakbench.store.runs import RunDir
 
     provider, name = parse_model(settings.agent.model)
+    # One spelling per model in run ids, manifests and reports (claude-x -> anthropic/claude-x).
+    settings = settings.with_overrides({"agent.model": f"{provider}/{name}"})
     client = _client(settings, name) if provider == "anthropic" else None
     if run is None:
         run = RunDir.create(Path(settings.run.results_dir), settings, ["leakbench", *sys.argv[1:]])
