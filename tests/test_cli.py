@@ -11,7 +11,7 @@ import pytest
 from leakbench.settings import TaskSettings
 from leakbench.task.generate import make_instance
 
-COMMANDS = ["generate", "grade", "settings"]
+COMMANDS = ["generate", "run", "grade", "calibrate", "report", "selfcheck", "settings"]
 
 
 def test_help_of_app_and_every_command(cli):

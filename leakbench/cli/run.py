@@ -190,7 +190,11 @@ def _print_summary(result: RunResult, json_out: bool) -> None:
         return
     rate = "-" if not graded else f"{passed / graded:.1%} [{low:.1%}, {high:.1%}]"
     mean = summary["mean_score"]
-    table = Table(title=f"{manifest.model} on preset {manifest.preset}", title_justify="left")
+    table = Table(
+        title=f"{manifest.model} on preset {manifest.preset}",
+        title_justify="left",
+        show_header=False,
+    )
     table.add_column("")
     table.add_column("", justify="right")
     table.add_row("episodes", str(len(records)))

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from leakbench.agents.local import POLICIES
 from leakbench.cli import display
 from leakbench.cli.options import Json, Preset, Seed
 from leakbench.cli.state import state
 from leakbench.errors import UsageError
-from leakbench.selfcheck import SelfCheck, run_selfcheck
-from leakbench.store.runs import EpisodeRecord
+
+if TYPE_CHECKING:
+    from leakbench.selfcheck import SelfCheck
+    from leakbench.store.runs import EpisodeRecord
 
 
 def selfcheck_command(
@@ -36,15 +37,20 @@ def selfcheck_command(
     ] = False,
     json_out: Json = False,
 ) -> None:
-    """Run every local policy over K seeds, exactly as `leakbench run` would, and print per
-    policy: pass rate [95% Wilson CI], mean score, and the leaks the grader flagged; plus an
-    oracle reference row (the true probabilities, graded directly).
+    """Check the reward: run every local policy over K seeds, plus an oracle reference.
+
+    Each policy runs exactly as `leakbench run` would; per policy it prints the pass rate
+    [95% Wilson CI], the mean score and the leaks the grader flagged, and an oracle reference
+    row (the true probabilities, graded directly).
 
     Exits 1 when a trap policy passes an episode or its leak is not named in the reasons, or
     when the oracle passes under 95%.
 
     Example: leakbench selfcheck --preset default --seeds 50
     """
+    from leakbench.agents.local import POLICIES
+    from leakbench.selfcheck import run_selfcheck
+
     settings = state(ctx).settings(preset, {"task.seed": seed})
     names = list(policy or [])
     unknown = [n.removeprefix("local/") for n in names if n.removeprefix("local/") not in POLICIES]
@@ -89,6 +95,8 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def _table(check: SelfCheck) -> Table:
+    from leakbench.agents.local import POLICIES
+
     op = "<=" if check.lower_is_better else ">="
     table = Table(
         title=(
