@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -135,6 +136,9 @@ def test_kill_9_then_resume_gives_exactly_runs_episodes(cli, tmp_path):
     results = tmp_path / "results"
     proc = _spawn(results, 24)
     run = _wait_for_lines(results, 4, proc)
+    scratch = [p.parent for p in Path(tempfile.gettempdir()).glob("leakbench-sandbox-*/owner.pid")]
+    scratch = [p for p in scratch if (p / "owner.pid").read_text() == str(proc.pid)]
+    assert len(scratch) == 1
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"
@@ -148,6 +152,7 @@ def test_kill_9_then_resume_gives_exactly_runs_episodes(cli, tmp_path):
     records = RunDir.open(run).records()
     assert sorted(r.seed for r in records) == list(range(24))
     assert len({r.index for r in records}) == 24
+    assert not scratch[0].exists()  # the next pool swept the dead harness's scratch folders
 
 
 @pytest.mark.slow

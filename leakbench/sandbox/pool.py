@@ -125,8 +125,10 @@ class SandboxPool:
         if mode == "full" and os.geteuid() != 0:
             raise SandboxError("full isolation needs root; use isolation='reduced' or 'auto'")
         if self._base is None:
-            self._base = tempfile.mkdtemp(prefix="leakbench-sandbox-")
+            _sweep_abandoned()
+            self._base = tempfile.mkdtemp(prefix=_BASE_PREFIX)
             os.chmod(self._base, 0o711)  # workers may enter their own folder, not list others
+            Path(self._base, _OWNER_FILE).write_text(str(os.getpid()))
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         root = str(Path(__file__).resolve().parents[2])
         env = {
@@ -289,3 +291,22 @@ class _Reaper:
         end = time.monotonic() + timeout
         while (self._pending or not self._queue.empty()) and time.monotonic() < end:
             time.sleep(0.02)
+
+
+_BASE_PREFIX = "leakbench-sandbox-"
+_OWNER_FILE = "owner.pid"
+
+
+def _sweep_abandoned() -> None:
+    """Remove scratch folders of pools whose harness died without closing them (kill -9)."""
+    for base in Path(tempfile.gettempdir()).glob(f"{_BASE_PREFIX}*"):
+        try:
+            owner = int((base / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge: no owner recorded
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(base, ignore_errors=True)
+        except PermissionError:
+            continue  # alive, another user's
