@@ -253,3 +253,27 @@ def test_grader_runs_the_pipeline_in_a_fresh_worker(cli, tmp_path, monkeypatch):
     (line,) = _lines(_run_dir(results))
     assert line["outcome"] == "failed", line
     assert "leak_future_signal" in line["leaks_detected"]
+
+
+def test_unpicklable_pipeline_is_refused_at_submission_so_the_agent_can_fix_it(
+    cli, tmp_path, monkeypatch
+):
+    from leakbench.agents import local
+
+    fit = local.POLICIES["baseline"].turns[1][0]
+    locked = fit.replace(
+        'submit_answer({"y_pred_proba": proba, "pipeline": pipe})',
+        "import threading\npipe.lock = threading.Lock()\n"
+        'submit_answer({"y_pred_proba": proba, "pipeline": pipe})',
+    )
+    fixed = 'del pipe.lock\nsubmit_answer({"y_pred_proba": proba, "pipeline": pipe})'
+    policy = local.Policy("submits an unpicklable pipeline, then fixes it", ((locked,), (fixed,)))
+    monkeypatch.setitem(local.POLICIES, "locked", policy)
+    results = tmp_path / "results"
+    result = cli("--results-dir", results, "run", "--model", "local/locked", "--runs", "1")
+    assert result.exit_code == 0, result.output
+    (line,) = _lines(_run_dir(results))
+    assert line["outcome"] in ("passed", "failed") and line["submit_attempts"] == 2
+    assert line["metrics"]["holdout_regret"] is not None  # graded in a fresh worker
+    transcript = (_run_dir(results) / "episodes/0000/transcript.jsonl").read_text()
+    assert "the pipeline cannot be pickled" in transcript

@@ -78,6 +78,12 @@ class _Submission:
             if request.proba is None:
                 raise InvalidSubmission("payload", request.problem or "no probabilities found")
             proba = validate_probabilities(request.proba, self.n, shape=request.shape)
+            if request.has_pipeline and request.pipeline_problem:
+                raise InvalidSubmission(
+                    "pipeline",
+                    f"{request.pipeline_problem}; the grader must load the pipeline in a fresh "
+                    "sandbox, so build it from picklable parts",
+                )
             if self.require_pipeline and not request.has_pipeline:
                 raise InvalidSubmission(
                     "pipeline",

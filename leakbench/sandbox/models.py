@@ -28,6 +28,7 @@ class SubmitRequest:
     problem: str | None  # why there are no numbers
     key: str | None  # which accepted key was used
     has_pipeline: bool
+    pipeline_problem: str | None = None  # why the given pipeline cannot be pickled (and graded)
 
 
 @dataclass(frozen=True)

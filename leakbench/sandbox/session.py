@@ -332,4 +332,9 @@ def _submit_request(msg: dict[str, Any]) -> SubmitRequest:
         problem=problem if isinstance(problem, str) else None,
         key=key,
         has_pipeline=msg.get("has_pipeline") is True,
+        pipeline_problem=_text(msg.get("pipeline_problem")),
     )
+
+
+def _text(value: Any, limit: int = 2000) -> str | None:
+    return value[:limit] if isinstance(value, str) else None

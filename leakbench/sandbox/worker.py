@@ -252,14 +252,19 @@ def submit_answer(answer: Any = None, **kwargs: Any) -> str:
         message = "submissions are not accepted here"
     else:
         request, pipeline = _describe(answer)
+        # Pickled before the grader decides, so that a pipeline it could not grade is refused
+        # while the agent can still fix it.
+        frozen = _freeze(pipeline) if pipeline is not None else None
+        if isinstance(frozen, str):
+            request["pipeline_problem"] = frozen
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         try:
             # The alarm must not split this exchange, or the protocol would lose its place.
             send_json(S.sock, {"type": "submit", **request})
             reply = recv_pickle(S.sock)
             message = str(reply["message"])
-            if reply["accepted"] and pipeline is not None:
-                _keep_pipeline(pipeline)
+            if reply["accepted"] and frozen is not None:
+                _keep_pipeline(pipeline, frozen)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
     print(message)
@@ -310,8 +315,8 @@ def _describe(answer: Any) -> tuple[dict[str, Any], Any]:
     return request, pipeline
 
 
-def _keep_pipeline(pipeline: Any) -> None:
-    """Freeze the accepted pipeline: a pickled copy, so later agent code cannot refit it.
+def _freeze(pipeline: Any) -> bytes | str:
+    """The pipeline pickled, or why it cannot be.
 
     cloudpickle stores classes and functions the agent defined (in this worker's ``__main__``)
     by value, so the pipeline can be loaded again in a fresh worker for grading.
@@ -319,11 +324,18 @@ def _keep_pipeline(pipeline: Any) -> None:
     import cloudpickle
 
     try:
-        data = cloudpickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
-        S.submitted, S.submitted_bytes, S.pipeline_problem = pickle.loads(data), data, None
+        return cloudpickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        S.submitted, S.submitted_bytes = pipeline, None
-        S.pipeline_problem = f"the pipeline cannot be pickled: {type(exc).__name__}: {exc}"
+        return f"the pipeline cannot be pickled: {type(exc).__name__}: {exc}"
+
+
+def _keep_pipeline(pipeline: Any, frozen: bytes | str) -> None:
+    """Keep the accepted pipeline as a copy made from its pickle, so that later agent code
+    cannot refit it; an unpicklable one stays as it is, with the reason recorded."""
+    if isinstance(frozen, bytes):
+        S.submitted, S.submitted_bytes, S.pipeline_problem = pickle.loads(frozen), frozen, None
+    else:
+        S.submitted, S.submitted_bytes, S.pipeline_problem = pipeline, None, frozen
 
 
 def _no_pipeline() -> dict[str, Any]:
