@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 _state = {"no_color": False, "verbosity": 0}
+_PIPE_WIDTH = 160
 
 
 def configure(*, no_color: bool, verbosity: int) -> None:
@@ -34,8 +35,15 @@ class _Lazy:
     def __call__(self) -> Console:
         stream = sys.stderr if self._stderr else sys.stdout
         if self._console is None or self._console.file is not stream:
+            # Redirected to a file or a pipe, tables keep their rows whole instead of wrapping
+            # every cell at rich's default 80 columns.
+            width = None if stream.isatty() else _PIPE_WIDTH
             self._console = Console(
-                file=stream, no_color=bool(_state["no_color"]), highlight=False, soft_wrap=True
+                file=stream,
+                no_color=bool(_state["no_color"]),
+                highlight=False,
+                soft_wrap=True,
+                width=width,
             )
         return self._console
 
