@@ -28,23 +28,12 @@ from leakbench.agents.local import POLICIES
 from leakbench.grading.audit import collect_evidence
 from leakbench.grading.grade import grade
 from leakbench.runner.prompts import build_prompts
-from leakbench.runner.run import execute_run
+from leakbench.runner.run import QuietObserver, execute_run
 from leakbench.sandbox import SandboxPool
 from leakbench.sandbox.introspect import fingerprint
 from leakbench.settings import Settings, SettingsSources, resolve
 from leakbench.store.runs import RunDir
 from leakbench.task.generate import make_instance
-
-
-class _Quiet:
-    def started(self, total, done):
-        pass
-
-    def finished(self, record):
-        pass
-
-    def event(self, index, kind, text):
-        pass
 
 
 def _timed_run(settings: Settings, pool: SandboxPool, client: object = None) -> float:
@@ -58,7 +47,7 @@ def _timed_run(settings: Settings, pool: SandboxPool, client: object = None) -> 
             lambda: make_agent(settings.agent.model, settings, client),
             build_prompts(settings),
             pool,
-            _Quiet(),
+            QuietObserver(),
         )
         elapsed = time.perf_counter() - start
     bad = [r for r in result.records if r.outcome not in ("passed", "failed")]

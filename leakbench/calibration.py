@@ -29,6 +29,7 @@ import tomli_w
 from leakbench import __version__
 from leakbench.agents import canonical_model
 from leakbench.errors import LeakbenchError, UsageError
+from leakbench.grading.grade import score_passes
 from leakbench.settings import CalibrationRecord
 from leakbench.stats import wilson_interval
 from leakbench.store.files import write_atomic
@@ -115,12 +116,6 @@ def threshold_at(scores: Sequence[float], quantile: float, lower_is_better: bool
     if lower_is_better:
         return float(np.quantile(values, 1 - quantile, method="lower"))
     return float(np.quantile(values, quantile, method="higher"))
-
-
-def score_passes(score: float | None, threshold: float, lower_is_better: bool) -> bool:
-    if score is None or not math.isfinite(score):
-        return False
-    return score <= threshold if lower_is_better else score >= threshold
 
 
 def would_pass(record: EpisodeRecord, threshold: float) -> bool:

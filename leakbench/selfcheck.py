@@ -20,10 +20,10 @@ from pathlib import Path
 from leakbench.agents.local import POLICIES, LocalAgent
 from leakbench.grading.grade import PipelineEvidence, grade
 from leakbench.runner.prompts import build_prompts
-from leakbench.runner.run import execute_run
+from leakbench.runner.run import QuietObserver, execute_run
 from leakbench.sandbox import SandboxPool
 from leakbench.settings import LOWER_IS_BETTER, Settings
-from leakbench.stats import wilson_interval
+from leakbench.stats import pass_rate
 from leakbench.store.runs import EpisodeRecord, RunDir, utc_now
 from leakbench.task.generate import make_instance
 
@@ -94,23 +94,6 @@ class SelfCheck:
         return json.dumps(data, indent=2)
 
 
-class _Quiet:
-    """A run observer that only forwards finished episodes to an optional callback."""
-
-    def __init__(self, on_episode: Callable[[str, EpisodeRecord], None] | None, policy: str):
-        self._on_episode, self._policy = on_episode, policy
-
-    def started(self, total: int, done: list[EpisodeRecord]) -> None:
-        pass
-
-    def finished(self, record: EpisodeRecord) -> None:
-        if self._on_episode is not None:
-            self._on_episode(self._policy, record)
-
-    def event(self, index: int, kind: str, text: str) -> None:
-        pass
-
-
 def applicable(policy: str, settings: Settings) -> str | None:
     """Why ``policy`` does not apply to these settings (None: it does)."""
     leak = POLICIES[policy].leak
@@ -178,7 +161,7 @@ def _run_policy(
         lambda: LocalAgent(name),
         build_prompts(run_settings),
         pool,
-        _Quiet(on_episode, name),
+        QuietObserver(None if on_episode is None else lambda record: on_episode(name, record)),
     )
     policy = POLICIES[name]
     records = sorted(result.records, key=lambda r: r.index)
@@ -230,17 +213,16 @@ def _row(
     run_id: str | None,
 ) -> PolicyRow:
     outcomes = Counter(r.outcome for r in records)
-    graded = len(records) - outcomes.get("error", 0)
-    passed = outcomes.get("passed", 0)
+    rate = pass_rate(records)
     scores = [r.score for r in records if r.score is not None]
     return PolicyRow(
         policy=name,
         role=role,
         leak=leak,
-        episodes=graded,
-        passed=passed,
-        pass_rate=passed / graded if graded else None,
-        interval=wilson_interval(passed, graded),
+        episodes=rate.graded,
+        passed=rate.passed,
+        pass_rate=rate.rate,
+        interval=rate.interval,
         mean_score=sum(scores) / len(scores) if scores else None,
         outcomes=dict(outcomes),
         detections=detections,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -121,3 +123,11 @@ def test_settings_prints_resolved_toml(cli, tmp_path, monkeypatch):
     assert "concurrency = 3" in result.stdout
     missing = cli("--config", tmp_path / "missing.toml", "settings")
     assert missing.exit_code == 2 and "config file not found" in missing.stderr
+
+
+def test_cli_start_up_does_not_import_the_scientific_stack():
+    # `leakbench --help` and bad-usage errors stay fast: commands import sklearn (and the
+    # sandbox, the agents) only when they run.
+    code = "import sys, leakbench.cli; print(sorted({'sklearn', 'anthropic'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from leakbench.calibration import (
-    MIN_EPISODES,
-    Calibration,
-    calibrate_runs,
-    describe_rule,
-    select_runs,
-    write_calibration,
-)
 from leakbench.cli import display
 from leakbench.cli.options import Json, Preset, Seed
 from leakbench.cli.state import state
 from leakbench.errors import UsageError
+
+if TYPE_CHECKING:
+    from leakbench.calibration import Calibration
 
 
 def calibrate_command(
@@ -77,6 +72,13 @@ def calibrate_command(
 
     Example: leakbench calibrate --model local/baseline --runs 20 --quantile 0.80 --write t.toml
     """
+    from leakbench.calibration import (
+        MIN_EPISODES,
+        calibrate_runs,
+        select_runs,
+        write_calibration,
+    )
+
     app_state = state(ctx)
     flags = {
         "agent.model": model,
@@ -121,6 +123,8 @@ def _pct(value: float | None) -> str:
 
 
 def _print(c: Calibration) -> None:
+    from leakbench.calibration import describe_rule
+
     table = Table(title=f"calibration of {', '.join(c.models)}", title_justify="left")
     table.add_column("")
     table.add_column("", justify="right")

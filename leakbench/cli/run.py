@@ -14,7 +14,7 @@ from leakbench.cli.options import Json, Preset, Seed
 from leakbench.cli.state import state
 from leakbench.errors import UsageError
 from leakbench.settings import Settings
-from leakbench.stats import wilson_interval
+from leakbench.stats import pass_rate
 
 if TYPE_CHECKING:
     from leakbench.runner.run import RunResult
@@ -103,7 +103,8 @@ def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
     with SandboxPool(hide_paths=hide) as pool:
         pool.start()
         if pool.isolation != "full":
-            display.warn(f"isolation: {pool.isolation} (run as root for full sandbox isolation)")
+            why = pool.isolation_note or "run as root for full sandbox isolation"
+            display.warn(f"isolation: {pool.isolation} ({why})")
         with RunProgress(stream_turns=display.verbosity() >= 1) as progress:
             try:
                 return execute_run(
@@ -167,9 +168,8 @@ def _print_summary(result: RunResult, json_out: bool) -> None:
     records = result.records
     manifest = result.run.manifest
     counts = manifest.counts
-    graded = len(records) - counts.get("error", 0)
-    passed = counts.get("passed", 0)
-    low, high = wilson_interval(passed, graded)
+    rate = pass_rate(records)
+    low, high = rate.interval
     scores = [r.score for r in records if r.score is not None]
     summary = {
         "run_id": manifest.run_id,
@@ -179,7 +179,7 @@ def _print_summary(result: RunResult, json_out: bool) -> None:
         "isolation": manifest.isolation,
         "episodes": len(records),
         **{k: v for k, v in counts.items() if k != "done"},
-        "pass_rate": passed / graded if graded else None,
+        "pass_rate": rate.rate,
         "pass_rate_ci95": [low, high],
         "mean_score": sum(scores) / len(scores) if scores else None,
         "usage": manifest.usage,
@@ -188,7 +188,7 @@ def _print_summary(result: RunResult, json_out: bool) -> None:
     if json_out:
         display.print_json(summary)
         return
-    rate = "-" if not graded else f"{passed / graded:.1%} [{low:.1%}, {high:.1%}]"
+    shown = "-" if rate.rate is None else f"{rate.rate:.1%} [{low:.1%}, {high:.1%}]"
     mean = summary["mean_score"]
     table = Table(
         title=f"{manifest.model} on preset {manifest.preset}",
@@ -200,7 +200,7 @@ def _print_summary(result: RunResult, json_out: bool) -> None:
     table.add_row("episodes", str(len(records)))
     for outcome in ("passed", "failed", "invalid", "no_submission", "error"):
         table.add_row(outcome, str(counts.get(outcome, 0)))
-    table.add_row("pass rate [95% CI]", rate)
+    table.add_row("pass rate [95% CI]", shown)
     table.add_row(f"mean {records[0].metric if records else 'score'}", _fmt(mean))
     usage = manifest.usage
     tokens = sum(int(usage.get(k, 0)) for k in ("input_tokens", "output_tokens"))

@@ -9,7 +9,7 @@ import pandas as pd
 
 from leakbench.grading.fingerprint import check_fingerprint
 from leakbench.grading.grade import PipelineEvidence
-from leakbench.sandbox import SandboxError
+from leakbench.sandbox import SandboxError, SandboxLimits, SandboxPool
 from leakbench.settings import GradingSettings
 from leakbench.task.generate import Instance
 
@@ -60,6 +60,30 @@ def collect_evidence(
     except SandboxError as exc:
         evidence.problem = str(exc)
     return evidence
+
+
+class PipelineLoadError(Exception):
+    """The pickled pipeline could not be loaded in a worker (the message says why)."""
+
+
+def evidence_in_fresh_worker(
+    pool: SandboxPool,
+    instance: Instance,
+    limits: SandboxLimits,
+    pipeline: bytes,
+    grading: GradingSettings,
+) -> PipelineEvidence:
+    """Unpickle the pipeline in a fresh worker and collect the evidence there.
+
+    Never in a worker that ran agent code: that code could have changed how the worker answers
+    the grader. The harness itself never unpickles it.
+    """
+    with pool.open(instance.train, instance.test, limits) as fresh:
+        try:
+            fresh.load_pipeline(pipeline)
+        except SandboxError as exc:
+            raise PipelineLoadError(str(exc)) from None
+        return collect_evidence(fresh, instance, grading)
 
 
 def _checked(values: np.ndarray, n: int) -> np.ndarray:

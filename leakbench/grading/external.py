@@ -46,19 +46,17 @@ def grade_external(
 
 
 def _pipeline_evidence(instance: Instance, settings: Settings, path: Path) -> PipelineEvidence:
-    from leakbench.grading.audit import collect_evidence
+    from leakbench.grading.audit import PipelineLoadError, evidence_in_fresh_worker
     from leakbench.runner.limits import sandbox_limits
-    from leakbench.sandbox import SandboxError, SandboxPool
+    from leakbench.sandbox import SandboxPool
 
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
     data = path.read_bytes()
-    with (
-        SandboxPool() as pool,
-        pool.open(instance.train, instance.test, sandbox_limits(settings)) as session,
-    ):
+    with SandboxPool() as pool:
         try:
-            session.load_pipeline(data)
-        except SandboxError as exc:
+            return evidence_in_fresh_worker(
+                pool, instance, sandbox_limits(settings), data, settings.grading
+            )
+        except PipelineLoadError as exc:
             raise UsageError(f"{path}: cannot load the pipeline: {exc}") from None
-        return collect_evidence(session, instance, settings.grading)

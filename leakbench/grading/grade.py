@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,7 +50,10 @@ class Grade(BaseModel):
     gates_passed: bool = False
 
 
-def _passes(score: float, threshold: float, lower_is_better: bool) -> bool:
+def score_passes(score: float | None, threshold: float, lower_is_better: bool) -> bool:
+    """Whether a score meets the threshold in its metric's direction (no score never does)."""
+    if score is None or not math.isfinite(score):
+        return False
     return score <= threshold if lower_is_better else score >= threshold
 
 
@@ -147,7 +151,7 @@ def verdict(
     score = metrics.get(grading.metric)
     if score is None:
         reasons.append(f"no {grading.metric} score: it needs a pipeline that predicts the holdout")
-    elif not _passes(score, grading.threshold, lower):
+    elif not score_passes(score, grading.threshold, lower):
         op = ">" if lower else "<"
         reasons.append(f"{grading.metric} {score:.4f} {op} threshold {grading.threshold:.4f}")
     passed = not reasons

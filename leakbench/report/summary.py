@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from leakbench.errors import LeakbenchError
-from leakbench.stats import wilson_interval
+from leakbench.stats import pass_rate
 from leakbench.store.runs import EpisodeRecord, RunDir, find_run, list_runs
 
 LEAK_PREFIX = "leaks."
@@ -112,9 +112,8 @@ def summary_row(group: Group, leaks: Sequence[str]) -> dict[str, Any]:
         o: sum(r.outcome == o for r in records)
         for o in ("passed", "failed", "invalid", "no_submission", "error")
     }
-    graded = len(records) - counts["error"]
-    passed = sum(r.passed for r in records if r.outcome != "error")
-    low, high = wilson_interval(passed, graded)
+    rate = pass_rate(records)
+    low, high = rate.interval
     score_mean, score_sd = _mean_sd([r.score for r in records if r.score is not None])
     auroc = [r.metrics.get("auroc") for r in records if r.outcome in ("passed", "failed")]
     auroc_mean, auroc_sd = _mean_sd([a for a in auroc if a is not None])
@@ -131,14 +130,14 @@ def summary_row(group: Group, leaks: Sequence[str]) -> dict[str, Any]:
         "threshold": thresholds[0] if len(thresholds) == 1 else None,
         "runs": len(group.runs),
         "episodes": len(records),
-        "passed": passed,
+        "passed": rate.passed,
         "failed": counts["failed"],
         "invalid": counts["invalid"],
         "no_submission": counts["no_submission"],
         "error": counts["error"],
-        "pass_rate": passed / graded if graded else None,
-        "pass_rate_low": low if graded else None,
-        "pass_rate_high": high if graded else None,
+        "pass_rate": rate.rate,
+        "pass_rate_low": low if rate.graded else None,
+        "pass_rate_high": high if rate.graded else None,
         "score_mean": score_mean,
         "score_sd": score_sd,
         "auroc_mean": auroc_mean,

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from leakbench.agents.base import Agent, AgentError, ToolCall, ToolResult, Usage
-from leakbench.grading.audit import collect_evidence
+from leakbench.grading.audit import PipelineLoadError, evidence_in_fresh_worker
 from leakbench.grading.grade import Grade, PipelineEvidence, grade, invalid_grade
 from leakbench.grading.submission import InvalidSubmission, validate_probabilities
 from leakbench.runner.limits import sandbox_limits
@@ -302,17 +302,16 @@ class Episode:
     def _evidence(
         self, blob: bytes | None, session: Session, instance: Instance
     ) -> PipelineEvidence:
-        """Run the submitted pipeline in a fresh worker: the episode's worker has run the agent's
-        code, which could have changed how that worker answers the grader."""
+        """The submitted pipeline's evidence, gathered in a fresh worker."""
         if blob is None:
             return PipelineEvidence(problem=session.pipeline_problem or "no pipeline bytes")
-        limits = sandbox_limits(self.env.settings)
-        with self.env.pool.open(instance.train, instance.test, limits) as fresh:
-            try:
-                fresh.load_pipeline(blob)
-            except SandboxError as exc:
-                return PipelineEvidence(problem=f"it cannot be loaded in a fresh sandbox: {exc}")
-            return collect_evidence(fresh, instance, self.env.settings.grading)
+        settings = self.env.settings
+        try:
+            return evidence_in_fresh_worker(
+                self.env.pool, instance, sandbox_limits(settings), blob, settings.grading
+            )
+        except PipelineLoadError as exc:
+            return PipelineEvidence(problem=f"it cannot be loaded in a fresh sandbox: {exc}")
 
     def _record(
         self, result: Grade | None, error: str | None, started: str, wall_s: float

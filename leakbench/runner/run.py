@@ -33,21 +33,38 @@ class RunObserver(Protocol):
     def event(self, index: int, kind: str, text: str) -> None: ...
 
 
+class QuietObserver:
+    """A run observer that shows nothing and hands each finished episode to ``on_finished``."""
+
+    def __init__(self, on_finished: Callable[[EpisodeRecord], None] | None = None) -> None:
+        self._on_finished = on_finished
+
+    def started(self, total: int, done: list[EpisodeRecord]) -> None:
+        pass
+
+    def finished(self, record: EpisodeRecord) -> None:
+        if self._on_finished is not None:
+            self._on_finished(record)
+
+    def event(self, index: int, kind: str, text: str) -> None:
+        pass
+
+
 @dataclass
 class RunResult:
     run: RunDir
     records: list[EpisodeRecord]
 
 
-def pending_indices(run: RunDir, runs: int) -> list[int]:
-    """Episodes still to run. Errors are run again: their lines are dropped from the log first,
-    so the log never holds two lines for one episode."""
+def pending_indices(run: RunDir, runs: int) -> tuple[list[EpisodeRecord], list[int]]:
+    """The finished episodes to keep and the indices still to run. Errors are run again: their
+    lines are dropped from the log first, so the log never holds two lines for one episode."""
     records = run.records()
     kept = [r for r in records if r.outcome != "error" and r.index < runs]
     if len(kept) != len(records):
         run.rewrite_records(kept)
     done = {r.index for r in kept}
-    return [i for i in range(runs) if i not in done]
+    return kept, [i for i in range(runs) if i not in done]
 
 
 def summarize(records: list[EpisodeRecord]) -> dict[str, int]:
@@ -72,8 +89,8 @@ def execute_run(
 ) -> RunResult:
     """Run every pending episode of ``run``. Ctrl-C marks the run interrupted and re-raises;
     every episode finished by then is on disk, and ``--resume`` runs the rest."""
-    todo = pending_indices(run, settings.run.runs)
-    observer.started(settings.run.runs, run.records())
+    records, todo = pending_indices(run, settings.run.runs)
+    observer.started(settings.run.runs, list(records))
     sandbox_slots = settings.run.sandbox_concurrency or (os.cpu_count() or 1)
     env = EpisodeEnv(
         settings=settings,
@@ -114,35 +131,30 @@ def execute_run(
     for thread in threads:
         thread.start()
     base_wall = run.manifest.wall_s
+
+    def update_manifest(**status: str) -> None:
+        run.write_manifest(
+            counts=summarize(records),
+            usage=total_usage(records),
+            wall_s=base_wall + time.perf_counter() - clock,
+            **status,
+        )
+
     try:
         for _ in todo:
             item = _next(finished)
             if isinstance(item, BaseException):
                 raise item
             observer.finished(item)
-            records = run.records()
-            run.write_manifest(
-                counts=summarize(records),
-                usage=total_usage(records),
-                wall_s=base_wall + time.perf_counter() - clock,
-            )
+            records.append(item)  # kept in memory: re-reading the log each time is quadratic
+            update_manifest()
     except BaseException:
         env.cancel.set()
-        records = run.records()
-        run.write_manifest(
-            status="interrupted",
-            counts=summarize(records),
-            usage=total_usage(records),
-            wall_s=base_wall + time.perf_counter() - clock,
-        )
+        records = run.records()  # also what finished but was not taken from the queue yet
+        update_manifest(status="interrupted")
         raise
-    records = run.records()
-    run.write_manifest(
-        status="completed",
-        counts=summarize(records),
-        usage=total_usage(records),
-        wall_s=base_wall + time.perf_counter() - clock,
-    )
+    records.sort(key=lambda r: r.index)
+    update_manifest(status="completed")
     return RunResult(run, records)
 
 

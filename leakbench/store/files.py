@@ -32,10 +32,6 @@ def write_atomic(path: Path, data: bytes | str, *, mode: int = 0o644) -> None:
         raise
 
 
-def write_json(path: Path, obj: Any, *, mode: int = 0o644) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", mode=mode)
-
-
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

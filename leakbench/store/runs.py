@@ -11,6 +11,7 @@ results/<UTC-time>_<model>_<short-id>/
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import shutil
@@ -203,8 +204,6 @@ def read_manifest(path: Path) -> RunManifest:
 
 
 def _schema_version(raw: str) -> int | None:
-    import json
-
     try:
         value = json.loads(raw).get("schema_version")
     except (json.JSONDecodeError, AttributeError):

@@ -23,8 +23,6 @@ from leakbench.store.files import sha256_file, write_atomic
 from leakbench.task.generate import TARGET, Instance, make_instance
 
 INSTANCE_SCHEMA_VERSION = 1
-PUBLIC_FILES = ("public/train.csv", "public/test.csv")
-PRIVATE_FILES = ("private/test_answers.csv", "private/holdout.csv", "private/holdout_answers.csv")
 # Private files are readable by their owner only: sandbox workers run under other uids.
 PRIVATE_MODE = 0o600
 # pandas 3 parses floats exactly by default (and deprecates the option); pandas 2 needs asking.

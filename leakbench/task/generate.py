@@ -67,10 +67,6 @@ class Instance:
     def holdout_oracle_auroc(self) -> float:
         return float(roc_auc_score(self.y_holdout, self.oracle_holdout))
 
-    @property
-    def feature_columns(self) -> list[str]:
-        return self.task.family.columns()
-
 
 def _draw_splits(
     rng: np.random.Generator, family: FamilySettings, sizes: list[int]
