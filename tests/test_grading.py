@@ -1,39 +1,22 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from leakbench.grading import metrics
 from leakbench.grading.grade import PipelineEvidence, grade
 from leakbench.grading.submission import InvalidSubmission, validate_probabilities
 from leakbench.settings import GradingSettings, TaskSettings
 from leakbench.task.generate import make_instance
+from tests.pipelines import seed_baseline
 
 TASK = TaskSettings()
 SEED_GRADING = GradingSettings()
 
 
 def _fit_predict(inst, drop_leaks: bool) -> np.ndarray:
-    """The original project's baseline: StandardScaler + OneHotEncoder + LogisticRegression."""
-    drop = ["target", *(inst.leak_columns if drop_leaks else [])]
-    x = inst.train.drop(columns=drop)
-    numeric = [c for c in x.columns if not isinstance(x[c].dtype, pd.CategoricalDtype)]
-    categorical = [c for c in x.columns if c not in numeric]
-    pre = ColumnTransformer(
-        [
-            ("num", StandardScaler(), numeric),
-            ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
-        ]
-    )
-    pipe = Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=1000))])
-    pipe.fit(x, inst.train["target"])
-    return pipe.predict_proba(inst.test[x.columns])[:, 1]
+    return seed_baseline(inst, keep_leaks=not drop_leaks).predict_proba(inst.test)[:, 1]
 
 
 def test_auroc_matches_sklearn_to_1e12():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Protocol
 
 import numpy as np
@@ -27,32 +28,60 @@ class Predictor(Protocol):
 
 
 def collect_evidence(
-    session: Predictor, instance: Instance, grading: GradingSettings
+    session: Predictor,
+    instance: Instance,
+    grading: GradingSettings,
+    audit_seed: int | None = None,
 ) -> PipelineEvidence:
     """Ask the worker's pipeline for its predictions on the public test, on the holdout, and on
     both with each leak column shuffled, and for its fitted statistics.
 
+    Every frame goes in as one batch, its rows in random order under a fresh index: the
+    pipeline answers all of them in the same call, so it cannot tell the audit's copies from the
+    rows it was asked about before, and one call costs a fraction of one per frame. The random
+    draws come from ``audit_seed`` (a fresh secret when not given, recorded in the evidence),
+    so they are unpredictable to the agent yet reproducible afterwards.
+
     Only features go in (holdout labels never enter a worker); only numbers come back.
     """
-    evidence = PipelineEvidence()
+    if audit_seed is None:
+        audit_seed = secrets.randbits(53)
+    evidence = PipelineEvidence(audit_seed=audit_seed)
+    rng = np.random.default_rng(audit_seed)
+    parts: list[tuple[str, str | None, pd.DataFrame]] = [
+        ("test", None, instance.test),
+        ("holdout", None, instance.holdout),
+    ]
+    if grading.leak_audit:
+        # Shuffle each leak column on the holdout (where it carries no label information) and on
+        # the public test (where it does): a pipeline that uses the column changes its
+        # predictions on one or the other.
+        for column in instance.leak_columns:
+            for name, frame in (
+                ("holdout", instance.holdout.iloc[:AUDIT_ROWS]),
+                ("test", instance.test),
+            ):
+                shuffled = frame.copy()
+                shuffled[column] = rng.permutation(shuffled[column].to_numpy())
+                parts.append((name, column, shuffled))
+    batch = pd.concat([frame for _, _, frame in parts], ignore_index=True)
+    order = rng.permutation(len(batch))
     try:
-        evidence.test_proba = _checked(session.predict_proba(instance.test), len(instance.test))
-        evidence.holdout_proba = _checked(
-            session.predict_proba(instance.holdout), len(instance.holdout)
+        answered = _checked(
+            session.predict_proba(batch.take(order).reset_index(drop=True)), len(batch)
         )
-        if grading.leak_audit:
-            # Shuffle each leak column on the holdout (where it carries no label information)
-            # and on the public test (where it does): a pipeline that uses the column changes
-            # its predictions on one or the other.
-            rng = np.random.default_rng([instance.seed, 2])
-            for column in instance.leak_columns:
-                for frame, store in (
-                    (instance.holdout.iloc[:AUDIT_ROWS], evidence.shuffled),
-                    (instance.test, evidence.shuffled_test),
-                ):
-                    shuffled = frame.copy()
-                    shuffled[column] = rng.permutation(shuffled[column].to_numpy())
-                    store[column] = _checked(session.predict_proba(shuffled), len(frame))
+        values = np.empty(len(batch))
+        values[order] = answered
+        start = 0
+        for name, column, frame in parts:
+            chunk, start = values[start : start + len(frame)], start + len(frame)
+            if column is None:
+                if name == "test":
+                    evidence.test_proba = chunk
+                else:
+                    evidence.holdout_proba = chunk
+            else:
+                (evidence.shuffled if name == "holdout" else evidence.shuffled_test)[column] = chunk
         if grading.fingerprint:
             evidence.fingerprint_reasons = check_fingerprint(
                 session.fingerprint(), instance.train, instance.test

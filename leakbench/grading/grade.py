@@ -27,6 +27,7 @@ class PipelineEvidence:
     shuffled_test: dict[str, np.ndarray] = field(default_factory=dict)  # ... -> public test preds
     fingerprint_reasons: list[str] = field(default_factory=list)
     problem: str | None = None  # why the pipeline could not be (fully) evaluated
+    audit_seed: int | None = None  # the audit's random draws (shuffles, row order)
 
 
 class Grade(BaseModel):
@@ -122,7 +123,8 @@ def verdict(
     if gap is not None and gap > grading.consistency_tolerance:
         reasons.append(
             "the pipeline does not reproduce the submitted probabilities on test_df "
-            f"(largest difference {gap:.3g})"
+            f"(largest difference {gap:.3g}; each row's prediction must depend on that row "
+            "alone)"
         )
     if grading.leak_audit:
         for column, change in checks.get("leak_audit", {}).items():
@@ -205,6 +207,8 @@ def _measure_pipeline(
 ) -> None:
     checks["pipeline"] = True
     checks["pipeline_problem"] = evidence.problem
+    if evidence.audit_seed is not None:
+        checks["audit_seed"] = evidence.audit_seed
     if evidence.test_proba is not None:
         checks["consistency_max_abs_diff"] = float(np.max(np.abs(evidence.test_proba - p)))
     if evidence.holdout_proba is not None:
