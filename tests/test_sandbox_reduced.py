@@ -111,3 +111,43 @@ def test_zygote_death_is_recovered(reduced):
     assert result.restarted
     assert old.execute("train_df.shape").output == "(50, 2)\n"
     old.close()
+
+
+def _wait_for_spare(pool: SandboxPool) -> int:
+    deadline = time.monotonic() + 10
+    while pool._spare is None:
+        assert time.monotonic() < deadline, "no spare worker was forked"
+        time.sleep(0.01)
+    return pool._spare[1].pid
+
+
+def test_the_next_worker_is_forked_ahead_and_has_run_nothing():
+    with SandboxPool(isolation="reduced", grace_s=0.5) as pool:
+        with pool.open(*frames(), LIMITS) as first:
+            assert first.execute("secret = 7").ok
+            spare = _wait_for_spare(pool)
+            assert spare != first.pid
+            with pool.open(*frames(), LIMITS) as second:
+                assert second.pid == spare  # handed out, not forked on demand
+                assert second.execute("'secret' in globals()").output == "False\n"
+                assert second.execute("train_df.shape").output == "(50, 2)\n"
+            # Other limits: the spare forked for the old ones is not used, and it is killed.
+            other = _wait_for_spare(pool)
+            with pool.open(*frames(), SandboxLimits(call_timeout_s=2.0)) as third:
+                assert third.pid != other
+            deadline = time.monotonic() + 5
+            while _alive(other):
+                assert time.monotonic() < deadline, "the unused spare was not killed"
+                time.sleep(0.01)
+        last = _wait_for_spare(pool)
+    assert not _alive(last)  # closing the pool kills the spare too
+
+
+def test_no_spare_when_switched_off():
+    with (
+        SandboxPool(isolation="reduced", spare_workers=False) as pool,
+        pool.open(*frames(), LIMITS) as session,
+    ):
+        assert session.execute("1").ok
+        time.sleep(0.2)
+        assert pool._spare is None

@@ -51,6 +51,7 @@ class SandboxPool:
         isolation: str = "auto",
         grace_s: float = 2.0,
         hide_paths: tuple[str | os.PathLike, ...] = (),
+        spare_workers: bool = True,
     ) -> None:
         """``isolation``: "auto" (full if root else reduced), "full" or "reduced".
 
@@ -58,6 +59,7 @@ class SandboxPool:
         ``hide_paths``: folders that workers see as empty (e.g. the results dir) and files they see
         blank (e.g. a .env file with an API key), on top of the
         permission-based protection (full isolation only).
+        ``spare_workers``: keep one worker forked and contained ahead of the next ``open``.
         """
         if isolation not in ("auto", "full", "reduced"):
             raise ValueError(f"isolation must be auto, full or reduced, not {isolation!r}")
@@ -75,6 +77,9 @@ class SandboxPool:
         self._uids_in_use: set[int] = set()
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self._reaper = _Reaper(self._release_uid)
+        self._spare_workers = spare_workers
+        self._spare: tuple[dict[str, Any], WorkerHandle] | None = None  # (limits, worker)
+        self._refilling = False
         # A forgotten pool must not leave workers or root-owned scratch folders behind.
         atexit.register(self.close)
 
@@ -169,6 +174,9 @@ class SandboxPool:
         self.isolation_note = hello.get("why")
 
     def _stop_zygote(self) -> None:
+        if self._spare is not None:  # it dies with its zygote
+            self._dispose(self._spare[1])
+            self._spare = None
         if self._ctrl is not None:
             self._ctrl.close()  # EOF tells the zygote to kill its children and exit
             self._ctrl = None
@@ -183,43 +191,83 @@ class SandboxPool:
     # -- workers ------------------------------------------------------------------------------
 
     def _spawn(self, limits: SandboxLimits) -> WorkerHandle:
-        """Fork a contained worker from the zygote (serialised: the zygote does one at a time)."""
+        """A contained worker that has run nothing yet: the spare one if it was forked for these
+        limits, else a new one; then a new spare is forked in the background."""
+        wanted = asdict(limits)
         with self._lock:
             self._ensure_zygote()
-            assert self._ctrl is not None and self._base is not None
-            uid = self._next_uid()
-            self._counter += 1
-            scratch = os.path.join(self._base, f"w{self._counter}")
-            os.mkdir(scratch, 0o700)
-            if self.isolation == "full":
-                os.chown(scratch, uid, uid)
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            request = {
-                "op": "spawn",
-                "uid": uid,
-                "scratch": scratch,
-                "hide": self._hide,
-                "limits": asdict(limits),
-            }
+            spare, self._spare = self._spare, None
+            if spare is not None and (spare[0] != wanted or not _alive(spare[1])):
+                self._dispose(spare[1])
+                spare = None
+            worker = spare[1] if spare is not None else self._fork(wanted)
+        self._refill(wanted)
+        return worker
+
+    def _refill(self, wanted: dict[str, Any]) -> None:
+        """Fork the next spare worker on a background thread (one at a time), so that the next
+        episode finds its worker contained and waiting instead of waiting for the fork."""
+        if not self._spare_workers:
+            return
+        with self._lock:
+            if self._closed or self._refilling:
+                return
+            self._refilling = True
+
+        def fork_spare() -> None:
+            worker = None
             try:
-                self._ctrl.settimeout(SPAWN_TIMEOUT_S)
-                socket.send_fds(self._ctrl, [json.dumps(request).encode()], [theirs.fileno()])
-                data, fds, _flags, _addr = socket.recv_fds(self._ctrl, 1 << 16, 1)
-                reply = json.loads(data) if data else {"ok": False, "error": "zygote exited"}
-            except (OSError, ValueError) as exc:
-                reply, fds = {"ok": False, "error": str(exc)}, []
+                with self._lock:
+                    if not self._closed and self._spare is None:
+                        self._ensure_zygote()
+                        worker = self._fork(wanted)
+                        self._spare, worker = (wanted, worker), None
+            except SandboxError:
+                pass  # the next episode forks its own worker, and says why if it cannot
             finally:
-                theirs.close()
-            if not reply.get("ok") or len(fds) != 1:
-                for fd in fds:
-                    os.close(fd)
-                ours.close()
-                self._uids_in_use.discard(uid)
-                shutil.rmtree(scratch, ignore_errors=True)
-                # A zygote that fails a request is restarted rather than trusted again.
-                self._stop_zygote()
-                raise SandboxError(f"could not start a sandbox worker: {reply.get('error')}")
-            return WorkerHandle(int(reply["pid"]), fds[0], ours, scratch, uid)
+                with self._lock:
+                    self._refilling = False
+                if worker is not None:
+                    self._dispose(worker)
+
+        threading.Thread(target=fork_spare, name="sandbox-spare", daemon=True).start()
+
+    def _fork(self, request_limits: dict[str, Any]) -> WorkerHandle:
+        """Fork a contained worker from the zygote (the caller holds the lock)."""
+        assert self._ctrl is not None and self._base is not None
+        uid = self._next_uid()
+        self._counter += 1
+        scratch = os.path.join(self._base, f"w{self._counter}")
+        os.mkdir(scratch, 0o700)
+        if self.isolation == "full":
+            os.chown(scratch, uid, uid)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        request = {
+            "op": "spawn",
+            "uid": uid,
+            "scratch": scratch,
+            "hide": self._hide,
+            "limits": request_limits,
+        }
+        try:
+            self._ctrl.settimeout(SPAWN_TIMEOUT_S)
+            socket.send_fds(self._ctrl, [json.dumps(request).encode()], [theirs.fileno()])
+            data, fds, _flags, _addr = socket.recv_fds(self._ctrl, 1 << 16, 1)
+            reply = json.loads(data) if data else {"ok": False, "error": "zygote exited"}
+        except (OSError, ValueError) as exc:
+            reply, fds = {"ok": False, "error": str(exc)}, []
+        finally:
+            theirs.close()
+        if not reply.get("ok") or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            ours.close()
+            self._uids_in_use.discard(uid)
+            shutil.rmtree(scratch, ignore_errors=True)
+            # A zygote that fails a request is restarted rather than trusted again.
+            self._stop_zygote()
+            raise SandboxError(f"could not start a sandbox worker: {reply.get('error')}")
+        return WorkerHandle(int(reply["pid"]), fds[0], ours, scratch, uid)
 
     def _next_uid(self) -> int:
         while True:
@@ -242,6 +290,13 @@ class SandboxPool:
             signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
         worker.sock.close()
         self._reaper.add(worker)
+
+
+def _alive(worker: WorkerHandle) -> bool:
+    """Whether the worker has not exited (its pidfd turns readable when it does)."""
+    poller = select.poll()
+    poller.register(worker.pidfd, select.POLLIN)
+    return not poller.poll(0)
 
 
 class _Reaper:
