@@ -25,9 +25,19 @@ def _lines(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
 
 
-def test_baseline_20_runs_without_key_or_network(cli, tmp_path):
+def test_baseline_20_runs_without_key_or_network(cli, tmp_path, monkeypatch):
+    writes = []
+    original = RunDir.write_manifest
+
+    def counted(self, **changes):
+        writes.append(changes.get("status"))
+        original(self, **changes)
+
+    monkeypatch.setattr(RunDir, "write_manifest", counted)
     results = tmp_path / "results"
+    start = time.monotonic()
     result = cli("--results-dir", results, "run", "--model", "local/baseline", "--runs", "20")
+    elapsed = time.monotonic() - start
     assert result.exit_code == 0, result.output
     run = _run_dir(results)
     assert result.stdout.strip().splitlines()[-1] == run.name  # the run id comes last
@@ -38,6 +48,9 @@ def test_baseline_20_runs_without_key_or_network(cli, tmp_path):
     assert all(not r["leaks_detected"] for r in lines)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["counts"]["done"] == 20
+    # Progress is rewritten at most once a second, not after each of the 20 episodes.
+    assert "running" in writes and writes[-1] == "completed"
+    assert len(writes) <= 3 + elapsed, (len(writes), elapsed)
     assert manifest["counts"]["passed"] == sum(r["passed"] for r in lines)
     assert (run / "settings.toml").is_file()
     episode = run / "episodes" / "0007"

@@ -24,6 +24,8 @@ from leakbench.sandbox import SandboxPool
 from leakbench.settings import Settings
 from leakbench.store.runs import OUTCOMES, EpisodeRecord, RunDir
 
+MANIFEST_PROGRESS_S = 1.0
+
 
 class RunObserver(Protocol):
     def started(self, total: int, done: list[EpisodeRecord]) -> None: ...
@@ -131,12 +133,15 @@ def execute_run(
     for thread in threads:
         thread.start()
     base_wall = run.manifest.wall_s
+    written = clock
 
     def update_manifest(**status: str) -> None:
+        nonlocal written
+        written = time.perf_counter()
         run.write_manifest(
             counts=summarize(records),
             usage=total_usage(records),
-            wall_s=base_wall + time.perf_counter() - clock,
+            wall_s=base_wall + written - clock,
             **status,
         )
 
@@ -147,7 +152,10 @@ def execute_run(
                 raise item
             observer.finished(item)
             records.append(item)  # kept in memory: re-reading the log each time is quadratic
-            update_manifest()
+            # The manifest's progress figures, at most once a second (each write re-counts every
+            # record); episodes.jsonl, written as each episode ends, is what resume reads.
+            if time.perf_counter() - written >= MANIFEST_PROGRESS_S:
+                update_manifest()
     except BaseException:
         env.cancel.set()
         records = run.records()  # also what finished but was not taken from the queue yet
