@@ -6,6 +6,7 @@ Prints, in one run on this machine:
 - episodes/s of local/baseline through the harness at concurrency 1, 2 and 4 (zygote already
   warm), against episodes/s of the same instance generation, model fit, evidence predictions and
   grading done directly in plain processes (1 and 2 of them): the ratio is the harness overhead;
+- the CPU one episode costs the whole machine (kernel included), directly and through the harness;
 - episodes/s against the fake Anthropic server with a simulated 50 ms model latency per reply at
   concurrency 32 (two model turns per episode: explore, then submit), once with a constant
   submission (model-bound) and once with the baseline pipeline (sandbox-CPU-bound).
@@ -53,6 +54,13 @@ def _timed_run(settings: Settings, pool: SandboxPool, client: object = None) -> 
     bad = [r for r in result.records if r.outcome not in ("passed", "failed")]
     assert not bad, bad[0]
     return len(result.records) / elapsed
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds this machine has spent busy (all processes, kernel work included)."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
 
 
 def harness_rate(settings: Settings, pool: SandboxPool, episodes: int, concurrency: int) -> float:
@@ -143,18 +151,28 @@ def main() -> None:
     args = parser.parse_args()
     settings = resolve(SettingsSources(preset=args.preset, environ={}))
     print(f"preset {args.preset}, {args.episodes} episodes per figure, {os.cpu_count()} cores")
-    direct = {p: direct_rate(settings, args.episodes, p) for p in (1, 2)}
-    for p, rate in direct.items():
-        print(f"direct, {p} process(es):                 {rate:6.2f} episodes/s")
+    direct, cpu_ms = {}, {}
+    for p in (1, 2):
+        before = busy_cpu_s()
+        direct[p] = direct_rate(settings, args.episodes, p)
+        cpu_ms.setdefault("direct", 1000 * (busy_cpu_s() - before) / (args.episodes + p))
+        print(f"direct, {p} process(es):                 {direct[p]:6.2f} episodes/s")
     with SandboxPool() as pool:
         print(f"isolation:                                {pool.isolation}")
+        harness_rate(settings, pool, 4, 2)  # warm the harness's lazy imports, as above
         for concurrency in (1, 2, 4):
+            before = busy_cpu_s()
             rate = harness_rate(settings, pool, args.episodes, concurrency)
+            cpu_ms.setdefault("harness", 1000 * (busy_cpu_s() - before) / args.episodes)
             base = direct[min(concurrency, 2)]
             print(
                 f"harness, local/baseline, concurrency {concurrency}:  {rate:6.2f} episodes/s"
                 f"  (overhead vs direct x{min(concurrency, 2)}: {base / rate - 1:+.0%})"
             )
+        print(
+            f"CPU per episode, whole machine: direct {cpu_ms['direct']:.0f} ms, harness "
+            f"{cpu_ms['harness']:.0f} ms (overhead {cpu_ms['harness'] - cpu_ms['direct']:.0f} ms)"
+        )
         n = max(args.episodes, 64)
         for fit, what in ((False, "constant submission"), (True, "baseline pipeline")):
             rate = fake_server_rate(settings, pool, n, fit)
