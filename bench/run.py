@@ -93,7 +93,7 @@ class _InProcess:
     def __init__(self, pipe: object) -> None:
         self.pipe = pipe
 
-    def predict_proba(self, frame):
+    def predict_proba(self, frame, timeout_s=None):
         return self.pipe.predict_proba(frame)[:, 1]
 
     def fingerprint(self) -> dict:

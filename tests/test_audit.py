@@ -26,9 +26,11 @@ class Recorder:
     def __init__(self, column: str) -> None:
         self.column = column
         self.frames: list[pd.DataFrame] = []
+        self.timeouts: list[float | None] = []
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, frame: pd.DataFrame, timeout_s: float | None = None) -> np.ndarray:
         self.frames.append(frame)
+        self.timeouts.append(timeout_s)
         return 1 / (1 + np.exp(-frame[self.column].to_numpy(dtype=float)))
 
     def fingerprint(self) -> dict:
@@ -39,7 +41,7 @@ class InProcess:
     def __init__(self, pipe) -> None:
         self.pipe = pipe
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, frame: pd.DataFrame, timeout_s: float | None = None) -> np.ndarray:
         return self.pipe.predict_proba(frame)[:, 1]
 
     def fingerprint(self) -> dict:
@@ -55,7 +57,7 @@ class Remembering(InProcess):
         self.keys = keys
         self.seen: dict[tuple, float] = {}
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, frame: pd.DataFrame, timeout_s: float | None = None) -> np.ndarray:
         fresh = super().predict_proba(frame)
         rows = frame[self.keys].itertuples(index=False, name=None)
         return np.array([self.seen.setdefault(k, v) for k, v in zip(rows, fresh, strict=True)])
@@ -63,11 +65,14 @@ class Remembering(InProcess):
 
 def test_one_call_with_every_frame_in_a_shuffled_order_mapped_back(inst):
     recorder = Recorder("num_0")
-    ev = collect_evidence(recorder, inst, GradingSettings(fingerprint=False), audit_seed=11)
+    grading = GradingSettings(fingerprint=False)
+    ev = collect_evidence(recorder, inst, grading, audit_seed=11, call_timeout_s=10.0)
     assert len(recorder.frames) == 1
     batch = recorder.frames[0]
     k = len(inst.leak_columns)
     assert len(batch) == len(inst.test) + len(inst.holdout) + k * (AUDIT_ROWS + len(inst.test))
+    # The time allowed for a holdout-sized frame, pro rata: no row has less time than before.
+    assert recorder.timeouts == [pytest.approx(10.0 * len(batch) / len(inst.holdout))]
     assert batch.index.equals(pd.RangeIndex(len(batch)))  # nothing says where a row came from
     assert (batch.dtypes == inst.test.dtypes).all()
     # Shuffled: the first rows are not the public test in order.

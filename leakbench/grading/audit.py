@@ -22,7 +22,7 @@ AUDIT_ROWS = 1000
 class Predictor(Protocol):
     """What the audit needs of a fitted pipeline; a sandbox ``Session`` is one."""
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray: ...
+    def predict_proba(self, frame: pd.DataFrame, timeout_s: float | None = None) -> np.ndarray: ...
 
     def fingerprint(self) -> dict: ...
 
@@ -32,6 +32,7 @@ def collect_evidence(
     instance: Instance,
     grading: GradingSettings,
     audit_seed: int | None = None,
+    call_timeout_s: float | None = None,
 ) -> PipelineEvidence:
     """Ask the worker's pipeline for its predictions on the public test, on the holdout, and on
     both with each leak column shuffled, and for its fitted statistics.
@@ -40,7 +41,8 @@ def collect_evidence(
     pipeline answers all of them in the same call, so it cannot tell the audit's copies from the
     rows it was asked about before, and one call costs a fraction of one per frame. The random
     draws come from ``audit_seed`` (a fresh secret when not given, recorded in the evidence),
-    so they are unpredictable to the agent yet reproducible afterwards.
+    so they are unpredictable to the agent yet reproducible afterwards. ``call_timeout_s`` is
+    the time allowed for a frame the size of the holdout; the batch gets it pro rata.
 
     Only features go in (holdout labels never enter a worker); only numbers come back.
     """
@@ -66,9 +68,12 @@ def collect_evidence(
                 parts.append((name, column, shuffled))
     batch = pd.concat([frame for _, _, frame in parts], ignore_index=True)
     order = rng.permutation(len(batch))
+    timeout_s = None
+    if call_timeout_s is not None:
+        timeout_s = call_timeout_s * max(1.0, len(batch) / max(len(instance.holdout), 1))
     try:
         answered = _checked(
-            session.predict_proba(batch.take(order).reset_index(drop=True)), len(batch)
+            session.predict_proba(batch.take(order).reset_index(drop=True), timeout_s), len(batch)
         )
         values = np.empty(len(batch))
         values[order] = answered
@@ -112,7 +117,7 @@ def evidence_in_fresh_worker(
             fresh.load_pipeline(pipeline)
         except SandboxError as exc:
             raise PipelineLoadError(str(exc)) from None
-        return collect_evidence(fresh, instance, grading)
+        return collect_evidence(fresh, instance, grading, call_timeout_s=limits.call_timeout_s)
 
 
 def _checked(values: np.ndarray, n: int) -> np.ndarray:
