@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -123,3 +126,24 @@ def test_an_honest_pipeline_answers_the_batch_as_it_answers_each_frame(inst):
     np.testing.assert_allclose(ev.holdout_proba, pipe.predict_proba(inst.holdout)[:, 1], atol=1e-12)
     for column in inst.leak_columns:
         assert np.max(np.abs(ev.shuffled[column] - ev.holdout_proba[:AUDIT_ROWS])) < 1e-12
+
+
+def test_a_categorical_leak_column_keeps_its_dtype_in_the_batch(inst):
+    """Were one copy's column turned into objects, the whole batch's column would be, and the
+    pipeline would see every row differently from how it saw test_df."""
+    column = inst.leak_columns[0]
+    dtype = pd.CategoricalDtype(sorted(set(inst.test[column]) | set(inst.holdout[column])))
+    categorical = dataclasses.replace(
+        inst,
+        test=inst.test.astype({column: dtype}),
+        holdout=inst.holdout.astype({column: dtype}),
+    )
+    recorder = Recorder("num_0")
+    ev = collect_evidence(recorder, categorical, GradingSettings(fingerprint=False))
+    sent = recorder.frames[0][column]
+    assert sent.dtype == dtype
+    k = len(inst.leak_columns)
+    expected = [*inst.holdout[column], *[*inst.test[column]] * (k + 1)]
+    expected += [*inst.holdout[column].iloc[:AUDIT_ROWS]] * k
+    assert Counter(sent) == Counter(expected)  # shuffled, none lost or made up
+    assert ev.problem is None

@@ -64,7 +64,9 @@ def collect_evidence(
                 ("test", instance.test),
             ):
                 shuffled = frame.copy()
-                shuffled[column] = rng.permutation(shuffled[column].to_numpy())
+                # By position, keeping the column's dtype (a categorical stays categorical).
+                moved = frame[column].iloc[rng.permutation(len(frame))]
+                shuffled[column] = moved.set_axis(frame.index)
                 parts.append((name, column, shuffled))
     batch = pd.concat([frame for _, _, frame in parts], ignore_index=True)
     order = rng.permutation(len(batch))
