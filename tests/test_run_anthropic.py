@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anthropic
@@ -39,11 +41,13 @@ def _fast_retries(monkeypatch, tmp_path):
     monkeypatch.setattr(anthropic._base_client, "INITIAL_RETRY_DELAY", 0.01, raising=False)
 
 
-def _serve(monkeypatch, script) -> FakeAnthropic:
-    server = FakeAnthropic(script).start()
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", server.api_key)
-    return server
+@contextmanager
+def _serve(monkeypatch, script) -> Iterator[FakeAnthropic]:
+    """The fake API for the duration of a ``with`` block, the CLI pointed at it."""
+    with FakeAnthropic(script) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", server.api_key)
+        yield server
 
 
 def _run(cli, tmp_path: Path, *args: str) -> tuple[object, list[dict], Path]:
@@ -65,11 +69,8 @@ def test_honest_agent_passes_or_fails_by_its_auroc(cli, tmp_path, monkeypatch):
             text_reply("Submitted."),
         ]
     )
-    server = _serve(monkeypatch, script)
-    try:
+    with _serve(monkeypatch, script) as server:
         result, records, run = _run(cli, tmp_path, "--preset", "seed", "--runs", "3", "-j", "3")
-    finally:
-        server.stop()
     assert result.exit_code == 0, result.output
     assert len(records) == 3
     for record in records:
@@ -103,11 +104,8 @@ def test_agent_that_keeps_the_leaks_fails_with_the_leak_named(cli, tmp_path, mon
     script = ScriptedConversation(
         [EXPLORE, tool_use_reply([("python_expression", {"expression": LEAKY_FIT})])]
     )
-    server = _serve(monkeypatch, script)
-    try:
+    with _serve(monkeypatch, script):
         result, records, _ = _run(cli, tmp_path, "--runs", "2")
-    finally:
-        server.stop()
     assert result.exit_code == 0, result.output
     for record in records:
         assert record["outcome"] == "failed"
@@ -127,11 +125,8 @@ def test_json_submit_tool_with_variable_names(cli, tmp_path, monkeypatch):
             )
         ]
     )
-    server = _serve(monkeypatch, script)
-    try:
+    with _serve(monkeypatch, script):
         result, records, _ = _run(cli, tmp_path, "--preset", "seed", "--runs", "1")
-    finally:
-        server.stop()
     assert result.exit_code == 0, result.output
     assert records[0]["outcome"] in ("passed", "failed") and records[0]["tool_calls"] == 2
     assert records[0]["metrics"]["holdout_auroc"] > 0.9  # the pipeline came along
@@ -146,11 +141,8 @@ def test_json_submit_tool_with_variable_names(cli, tmp_path, monkeypatch):
     ],
 )
 def test_stops_without_submission(cli, tmp_path, monkeypatch, stop, reason):
-    server = _serve(monkeypatch, ScriptedConversation([EXPLORE, stop]))
-    try:
+    with _serve(monkeypatch, ScriptedConversation([EXPLORE, stop])):
         result, records, _ = _run(cli, tmp_path, "--runs", "1")
-    finally:
-        server.stop()
     assert result.exit_code == 0, result.output
     assert records[0]["outcome"] == "no_submission"
     assert any(reason in r for r in records[0]["reasons"])
@@ -163,11 +155,8 @@ def test_cut_off_tool_call_is_not_run_and_the_agent_is_told(cli, tmp_path, monke
             tool_use_reply([("python_expression", {"expression": HONEST_FIT})]),
         ]
     )
-    server = _serve(monkeypatch, script)
-    try:
+    with _serve(monkeypatch, script):
         result, records, run = _run(cli, tmp_path, "--runs", "1")
-    finally:
-        server.stop()
     assert result.exit_code == 0, result.output
     assert records[0]["outcome"] in ("passed", "failed") and records[0]["steps"] == 2
     results = [json.loads(x) for x in (run / "episodes/0000/transcript.jsonl").open()]
@@ -191,12 +180,9 @@ def test_fault_modes_retry_or_end_as_error(cli, tmp_path, monkeypatch, fault, ou
     script = ScriptedConversation(
         [EXPLORE, tool_use_reply([("python_expression", {"expression": HONEST_FIT})])]
     )
-    server = _serve(monkeypatch, script)
-    server.fail_first(1, fault)
-    try:
+    with _serve(monkeypatch, script) as server:
+        server.fail_first(1, fault)
         result, records, _ = _run(cli, tmp_path, "--runs", "2", "-j", "1")
-    finally:
-        server.stop()
     assert result.exit_code == 0, result.output
     assert [r["index"] for r in records] == [0, 1]  # every episode accounted for
     first = records[0]
@@ -212,16 +198,13 @@ def test_persistent_failure_is_an_error_episode_and_resume_reruns_it(cli, tmp_pa
     script = ScriptedConversation(
         [EXPLORE, tool_use_reply([("python_expression", {"expression": HONEST_FIT})])]
     )
-    server = _serve(monkeypatch, script)
-    server.fail_first(3, server_error())  # max_retries=2: three attempts, all fail
-    try:
+    with _serve(monkeypatch, script) as server:
+        server.fail_first(3, server_error())  # max_retries=2: three attempts, all fail
         result, records, run = _run(cli, tmp_path, "--runs", "3", "-j", "1")
         assert result.exit_code == 0, result.output
         assert [r["outcome"] == "error" for r in records] == [True, False, False]
         assert "500" in records[0]["error"]
         resumed = cli("--results-dir", tmp_path / "results", "run", "--resume", run.name)
-    finally:
-        server.stop()
     assert resumed.exit_code == 0, resumed.output
     lines = (run / "episodes.jsonl").read_text().splitlines()
     assert len(lines) == 3
@@ -229,12 +212,9 @@ def test_persistent_failure_is_an_error_episode_and_resume_reruns_it(cli, tmp_pa
 
 
 def test_rejected_key_is_one_clear_error_before_any_episode(cli, tmp_path, monkeypatch):
-    server = _serve(monkeypatch, ScriptedConversation([EXPLORE]))
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-wrong")
-    try:
+    with _serve(monkeypatch, ScriptedConversation([EXPLORE])) as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-wrong")
         result, records, results = _run(cli, tmp_path, "--runs", "2")
-    finally:
-        server.stop()
     assert result.exit_code == 1
     assert "sk-ant-wrong" not in result.output and result.stderr.count("\n") == 1
     assert records == [] and not results.exists()
