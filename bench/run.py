@@ -151,11 +151,11 @@ def main() -> None:
     args = parser.parse_args()
     settings = resolve(SettingsSources(preset=args.preset, environ={}))
     print(f"preset {args.preset}, {args.episodes} episodes per figure, {os.cpu_count()} cores")
-    direct, cpu_ms = {}, {}
+    direct, cpu_direct, cpu_harness = {}, {}, {}  # keyed by processes / concurrency
     for p in (1, 2):
         before = busy_cpu_s()
         direct[p] = direct_rate(settings, args.episodes, p)
-        cpu_ms.setdefault("direct", 1000 * (busy_cpu_s() - before) / (args.episodes + p))
+        cpu_direct[p] = 1000 * (busy_cpu_s() - before) / (args.episodes + p)  # + warm-up
         print(f"direct, {p} process(es):                 {direct[p]:6.2f} episodes/s")
     with SandboxPool() as pool:
         print(f"isolation:                                {pool.isolation}")
@@ -163,15 +163,16 @@ def main() -> None:
         for concurrency in (1, 2, 4):
             before = busy_cpu_s()
             rate = harness_rate(settings, pool, args.episodes, concurrency)
-            cpu_ms.setdefault("harness", 1000 * (busy_cpu_s() - before) / args.episodes)
+            cpu_harness[concurrency] = 1000 * (busy_cpu_s() - before) / args.episodes
             base = direct[min(concurrency, 2)]
             print(
                 f"harness, local/baseline, concurrency {concurrency}:  {rate:6.2f} episodes/s"
                 f"  (overhead vs direct x{min(concurrency, 2)}: {base / rate - 1:+.0%})"
             )
+        cpu = cpu_direct[1], cpu_harness[1]
         print(
-            f"CPU per episode, whole machine: direct {cpu_ms['direct']:.0f} ms, harness "
-            f"{cpu_ms['harness']:.0f} ms (overhead {cpu_ms['harness'] - cpu_ms['direct']:.0f} ms)"
+            f"CPU per episode, whole machine: direct {cpu[0]:.0f} ms, harness {cpu[1]:.0f} ms "
+            f"(overhead {cpu[1] - cpu[0]:.0f} ms)"
         )
         n = max(args.episodes, 64)
         for fit, what in ((False, "constant submission"), (True, "baseline pipeline")):
