@@ -50,24 +50,20 @@ class SandboxPool:
         *,
         isolation: str = "auto",
         grace_s: float = 2.0,
-        hide_paths: tuple[str | os.PathLike, ...] = (),
         spare_workers: bool = True,
     ) -> None:
         """``isolation``: "auto" (full if root else reduced), "full" or "reduced".
 
         ``grace_s``: how long a timed-out call may take to yield before its worker is killed.
-        ``hide_paths``: folders that workers see as empty (e.g. the results dir) and files they see
-        blank (e.g. a .env file with an API key), on top of the
-        permission-based protection (full isolation only).
         ``spare_workers``: keep one worker forked and contained ahead of the next ``open``.
         """
         if isolation not in ("auto", "full", "reduced"):
             raise ValueError(f"isolation must be auto, full or reduced, not {isolation!r}")
         self._requested = isolation
         self.isolation = "reduced" if isolation == "reduced" else "full"
+        # Set when workers get less than full isolation: why, and what they can see then.
         self.isolation_note: str | None = None
         self.grace_s = grace_s
-        self._hide = [os.path.abspath(p) for p in hide_paths]
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._ctrl: socket.socket | None = None
@@ -171,7 +167,10 @@ class SandboxPool:
             tail = Path(log_path).read_text(errors="replace")[-2000:]
             raise SandboxError(f"the sandbox zygote did not start: {hello.get('error')}\n{tail}")
         self.isolation = hello["mode"]
-        self.isolation_note = hello.get("why")
+        self.isolation_note = None
+        if self.isolation != "full":
+            why = hello.get("why") or ("not root" if self._requested == "auto" else "requested")
+            self.isolation_note = f"{why}; {reduced_exposure()}"
 
     def _stop_zygote(self) -> None:
         if self._spare is not None:  # it dies with its zygote
@@ -246,7 +245,7 @@ class SandboxPool:
             "op": "spawn",
             "uid": uid,
             "scratch": scratch,
-            "hide": self._hide,
+            "hide": _harness_folders(),
             "limits": request_limits,
         }
         try:
@@ -290,6 +289,32 @@ class SandboxPool:
             signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
         worker.sock.close()
         self._reaper.add(worker)
+
+
+def reduced_exposure() -> str:
+    """What a worker under reduced isolation can see: everything its uid (the harness's) can."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = f"uid {os.getuid()}"
+    return (
+        f"nothing is hidden from workers: they run as {user} and can read every file {user} "
+        "can read, including the working directory, the leakbench source and presets, the "
+        "results folder of every run and every instance folder (answer keys included), and "
+        f"{os.path.expanduser('~')}; they can also see and signal {user}'s processes and use "
+        "the network"
+    )
+
+
+def _harness_folders() -> list[str]:
+    """The harness's working directory and home. A fully isolated worker never sees them: they
+    are not in its view, or are covered should they lie inside a bound system folder."""
+    folders = {os.path.expanduser("~")}
+    with contextlib.suppress(OSError):
+        folders.add(os.getcwd())
+    return sorted(os.path.realpath(f) for f in folders)
 
 
 def _alive(worker: WorkerHandle) -> bool:

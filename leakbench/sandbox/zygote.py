@@ -81,8 +81,8 @@ def main() -> None:
 
     mode, why = wanted, None
     if wanted == "full":
+        # Plans the worker's filesystem view once (here, not in every worker) and tries it.
         why = containment.probe_full_isolation()
-        containment.python_grants()  # once here, not in every worker
         if why:
             mode = "reduced"
     threads = threading.active_count(), len(os.listdir("/proc/self/task"))
