@@ -35,6 +35,7 @@ from leakbench.sandbox.introspect import fingerprint
 from leakbench.settings import Settings, SettingsSources, resolve
 from leakbench.store.runs import RunDir
 from leakbench.task.generate import make_instance
+from leakbench.task.keys import new_key
 
 
 def _timed_run(settings: Settings, pool: SandboxPool, client: object = None) -> float:
@@ -72,10 +73,10 @@ def harness_rate(settings: Settings, pool: SandboxPool, episodes: int, concurren
     )
 
 
-def direct_episode(args: tuple[Settings, int]) -> bool:
+def direct_episode(args: tuple[Settings, int, bytes | None]) -> bool:
     """The work of one episode with no harness: generate, fit, predict, audit, grade."""
-    settings, seed = args
-    instance = make_instance(settings.task, seed)
+    settings, seed, key = args
+    instance = make_instance(settings.task, seed, key=key)
     namespace = {"train_df": instance.train, "test_df": instance.test, "np": np, "pd": pd}
     captured: dict = {}
     namespace["submit_answer"] = captured.update
@@ -109,7 +110,8 @@ def _single_thread() -> None:
 
 
 def direct_rate(settings: Settings, episodes: int, processes: int) -> float:
-    jobs = [(settings, seed) for seed in range(episodes)]
+    key = None if settings.task.public_seeds else new_key()
+    jobs = [(settings, seed, key) for seed in range(episodes)]
     with ProcessPoolExecutor(processes, initializer=_single_thread) as executor:
         list(executor.map(direct_episode, jobs[:processes]))  # warm the imports
         start = time.perf_counter()

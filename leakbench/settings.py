@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from leakbench.errors import ConfigError
 
@@ -31,8 +40,74 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+NonlinearForm = Literal["square", "abs", "sin"]
+
+
+class PriorSettings(Section):
+    """A prior over the data-generating process (SPEC §4.5): every instance draws its own
+    coefficients, interactions, nonlinear terms, categorical effects and intercept, so neither
+    the code nor an earlier instance gives the answer. Magnitudes are fixed; only signs and
+    placement are drawn, so Var(f), and with it the task's difficulty, is the same for every
+    instance (with square and abs terms; see ``nonlinear``)."""
+
+    num_weights: list[float] = Field(
+        min_length=1,
+        description="weight magnitudes of the numerics; their count is the number of numeric "
+        "features. Each instance shuffles them over num_0..num_k, each with a random sign",
+    )
+    interactions: list[float] = Field(
+        default=[],
+        description="interaction weight magnitudes: each instance puts each on its own random "
+        "pair of numerics (no pair twice), with a random sign",
+    )
+    nonlinear: list[tuple[NonlinearForm, float]] = Field(
+        default=[],
+        description="(form, magnitude): each instance puts each term on its own random numeric, "
+        "with a random sign. sin is odd, so it correlates with its feature's linear term and "
+        "Var(f) then varies between instances; square and abs do not",
+    )
+    cat_effects: list[list[float]] = Field(
+        default=[],
+        description="per categorical feature, its per-level effects: each instance permutes "
+        "them over the levels and flips the whole list's sign at random (one sign per list "
+        "keeps Var(f) fixed)",
+    )
+    intercept: tuple[float, float] = Field(
+        default=(0.0, 0.0),
+        description="[low, high]: each instance's intercept is uniform on it (class balance)",
+    )
+
+    @model_validator(mode="after")
+    def _drawable(self) -> PriorSettings:
+        k = len(self.num_weights)
+        pairs = k * (k - 1) // 2
+        if len(self.interactions) > pairs:
+            raise ValueError(
+                f"interactions: {len(self.interactions)} interactions need as many distinct "
+                f"pairs of numerics, but {k} numerics (num_weights) give {pairs}"
+            )
+        if len(self.nonlinear) > k:
+            raise ValueError(
+                f"nonlinear: {len(self.nonlinear)} terms need as many distinct numerics, "
+                f"but num_weights gives {k}"
+            )
+        low, high = self.intercept
+        if low > high:
+            raise ValueError(f"intercept: [low, high] with low <= high, got [{low}, {high}]")
+        return self
+
+
+# The family's fixed coefficients: under a prior each instance draws its own, and these are unused.
+FIXED_COEFFICIENTS = ("num_weights", "cat_effects", "interactions", "nonlinear", "intercept")
+
+
 class FamilySettings(Section):
-    """Knobs of the synthetic data family (SPEC §4.1). The defaults are the seed family."""
+    """Knobs of the synthetic data family (SPEC §4.1). The defaults are the seed family.
+
+    With ``prior`` set, the coefficients are drawn per instance from it and the fixed ones
+    (``num_weights``, ``cat_effects``, ``interactions``, ``nonlinear``, ``intercept``) must be
+    left out: the family then only fixes the structure (``cat_levels``, ``noise_sd``).
+    """
 
     num_weights: list[float] = Field(
         default=[1.2, -0.8, 0.6, 0.4, -0.2],
@@ -53,15 +128,24 @@ class FamilySettings(Section):
     interactions: list[tuple[int, int, float]] = Field(
         default=[], description="(i, j, w): adds w * num_i * num_j to the logit"
     )
-    nonlinear: list[tuple[Literal["square", "abs", "sin"], int, float]] = Field(
+    nonlinear: list[tuple[NonlinearForm, int, float]] = Field(
         default=[],
         description="(form, i, w): adds w * g(num_i), g centred to mean 0: "
         "square x^2 - 1, abs |x| - sqrt(2/pi), sin sin(x)",
     )
     intercept: float = Field(default=0.0, description="added to the logit (class imbalance)")
+    prior: PriorSettings | None = Field(
+        default=None,
+        description="draw the process per instance from this prior (SPEC §4.5); unset: the "
+        "fixed coefficients above, the same for every instance",
+    )
+
+    @property
+    def n_numeric(self) -> int:
+        return len(self.prior.num_weights if self.prior is not None else self.num_weights)
 
     def numeric_columns(self) -> list[str]:
-        return [f"num_{i}" for i in range(len(self.num_weights))]
+        return [f"num_{i}" for i in range(self.n_numeric)]
 
     def categorical_columns(self) -> list[str]:
         return [f"cat{j}" for j in range(len(self.cat_levels))]
@@ -69,16 +153,29 @@ class FamilySettings(Section):
     def columns(self) -> list[str]:
         return self.numeric_columns() + self.categorical_columns()
 
+    @model_serializer(mode="wrap")
+    def _without_unused(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Under a prior the fixed coefficients are unused: leaving them out of settings.toml and
+        # instance.json keeps the seed family's numbers from reading as this family's.
+        data = handler(self)
+        if self.prior is not None:
+            for name in FIXED_COEFFICIENTS:
+                data.pop(name, None)
+        return data
+
     @model_validator(mode="after")
     def _effects_match_levels(self) -> FamilySettings:
+        for j, levels in enumerate(self.cat_levels):
+            if levels < 2:
+                raise ValueError(f"cat{j} needs at least 2 levels, got {levels}")
+        if self.prior is not None:
+            return self._prior_matches_levels(self.prior)
         if len(self.cat_effects) != len(self.cat_levels):
             raise ValueError(
                 f"cat_effects has {len(self.cat_effects)} lists but cat_levels names "
                 f"{len(self.cat_levels)} categorical features"
             )
         for j, (levels, effects) in enumerate(zip(self.cat_levels, self.cat_effects, strict=True)):
-            if levels < 2:
-                raise ValueError(f"cat{j} needs at least 2 levels, got {levels}")
             if len(effects) != levels:
                 raise ValueError(f"cat_effects[{j}] has {len(effects)} values for {levels} levels")
         k = len(self.num_weights)
@@ -88,6 +185,27 @@ class FamilySettings(Section):
         for where, i in used:
             if not 0 <= i < k:
                 raise ValueError(f"{where}: no feature num_{i} (num_0..num_{k - 1} exist)")
+        return self
+
+    def _prior_matches_levels(self, prior: PriorSettings) -> FamilySettings:
+        fields = type(self).model_fields
+        fixed = [n for n in FIXED_COEFFICIENTS if getattr(self, n) != fields[n].default]
+        if fixed:
+            raise ValueError(
+                f"{', '.join(fixed)}: fixed coefficients cannot be combined with "
+                "task.family.prior, which draws them per instance; set the prior's magnitudes "
+                "instead, or start from a preset without a prior (--preset seed) for a fixed family"
+            )
+        if len(prior.cat_effects) != len(self.cat_levels):
+            raise ValueError(
+                f"prior.cat_effects has {len(prior.cat_effects)} lists but cat_levels names "
+                f"{len(self.cat_levels)} categorical features"
+            )
+        for j, (levels, effects) in enumerate(zip(self.cat_levels, prior.cat_effects, strict=True)):
+            if len(effects) != levels:
+                raise ValueError(
+                    f"prior.cat_effects[{j}] has {len(effects)} values for {levels} levels"
+                )
         return self
 
 
@@ -109,6 +227,12 @@ class TaskSettings(Section):
         "feature-like names, placed among the features, chosen from the seed)",
     )
     family: FamilySettings = FamilySettings()
+    public_seeds: bool = Field(
+        default=False,
+        description="draw instances from public streams of the seed alone, as the original "
+        "project did (number for number), instead of from a fresh secret key per run: anyone "
+        "can then regenerate the labels, so such runs are not tamper-proof",
+    )
 
     @model_validator(mode="after")
     def _known_leaks(self) -> TaskSettings:
@@ -160,6 +284,23 @@ class GradingSettings(Section):
     )
     fingerprint: bool = Field(default=True, description="check preprocessing was fit on train")
     consistency_tolerance: float = Field(default=1e-6, ge=0)
+    refit_check: bool = Field(
+        default=True,
+        description="refit clone(pipeline) on train_df alone (and on permuted labels) in a "
+        "clean worker; check its recipe carries no learned state",
+    )
+    refit_tolerance: float = Field(
+        default=1e-6, ge=0, description="largest difference the refit may show"
+    )
+    label_permutations: int = Field(
+        default=2, ge=1, le=20, description="refits on permuted labels for label dependence"
+    )
+    label_skill_ratio: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="share of its holdout skill (AUROC - 0.5) a refit on permuted labels may keep",
+    )
     ceiling_check: bool = Field(default=True, description="flag AUROC above the Bayes ceiling")
     ceiling_z: float = Field(default=3.0, gt=0, description="standard errors above the oracle")
     max_ece: float | None = Field(default=None, ge=0, le=1, description="off when unset")
@@ -407,7 +548,15 @@ def _format_error(
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"{source}: {dotted}: unknown key{hint}"
     message = err["msg"].removeprefix("Value error, ")
+    # A section's validator names the key at fault first ("interactions: ..."): the layer that
+    # set that key is the one to blame, not the one that first opened the section.
+    named = _LEADING_KEY.match(message)
+    if named and loc:
+        source = origin.get(f"{dotted}.{named.group(1)}", source)
     return f"{source}: {dotted}: {message}"
+
+
+_LEADING_KEY = re.compile(r"([a-z_][a-z0-9_.]*)(?=[\[:, ])")
 
 
 def resolve(sources: SettingsSources) -> Settings:

@@ -12,6 +12,7 @@ import pytest
 
 from leakbench.settings import TaskSettings
 from leakbench.task.generate import make_instance
+from leakbench.task.keys import read_key
 
 COMMANDS = ["generate", "run", "grade", "calibrate", "report", "selfcheck", "settings"]
 
@@ -26,13 +27,19 @@ def test_help_of_app_and_every_command(cli):
         assert "Example: leakbench" in sub.stdout, command
 
 
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*.*")}
+
+
 def test_generate_twice_is_identical_and_refuses_non_empty(cli, tmp_path):
     for name in ("a", "b"):
-        result = cli("generate", "--preset", "seed", "--seed", "42", "--out", tmp_path / name)
+        args = ["generate", "--preset", "seed", "--seed", "42", "--public-seeds"]
+        result = cli(*args, "--out", tmp_path / name)
         assert result.exit_code == 0, result.stderr
-    a = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*.*")}
-    b = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*.*")}
-    assert a == b and len(a) == 6
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a == b and len(a) == 6 and "private/instance.key" not in a
+    # the original project's instance 42, number for number
+    assert a["public/train.csv"].split(b"\n")[1].startswith(b"0.30471707975443135,")
     result = cli("generate", "--preset", "seed", "--out", tmp_path / "a")
     assert result.exit_code == 2
     assert (
@@ -49,8 +56,32 @@ def instance_dir(cli, tmp_path):
     return out
 
 
+def test_generate_draws_a_secret_key_per_call(cli, tmp_path):
+    for name in ("a", "b"):
+        result = cli("generate", "--seed", "42", "--out", tmp_path / name)
+        assert result.exit_code == 0, result.stderr
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert set(a) == {
+        "public/train.csv",
+        "public/test.csv",
+        "private/test_answers.csv",
+        "private/holdout.csv",
+        "private/holdout_answers.csv",
+        "private/instance.key",
+        "private/process.json",
+        "instance.json",
+    }
+    assert a["private/instance.key"] != b["private/instance.key"]
+    assert a["public/train.csv"] != b["public/train.csv"]
+    key = read_key(tmp_path / "a/private")
+    for rel, data in a.items():
+        if rel != "private/instance.key":
+            assert key.hex().encode() not in data, rel
+            assert str(int.from_bytes(key, "big")).encode() not in data, rel
+
+
 def test_grade_predictions_json_and_table(cli, tmp_path, instance_dir):
-    inst = make_instance(TaskSettings(), 3)
+    inst = make_instance(TaskSettings(), 3, key=read_key(instance_dir / "private"))
     path = tmp_path / "p.csv"
     pd.DataFrame({"y_pred_proba": inst.oracle_test}).to_csv(path, index=False)
     result = cli("grade", "--instance", instance_dir, "--predictions", path, "--json")
@@ -62,6 +93,14 @@ def test_grade_predictions_json_and_table(cli, tmp_path, instance_dir):
     npy = tmp_path / "p.npy"
     np.save(npy, inst.oracle_test)
     result = cli("grade", "--instance", instance_dir, "--predictions", npy, "--threshold", "0.5")
+    # seed requires a pipeline (the original submit_answer did): predictions alone fail ...
+    assert result.exit_code == 0 and "verdict: FAILED" in result.stdout
+    assert "a fitted pipeline is required" in result.stdout
+    # ... unless the settings say a pipeline is not required.
+    lax = {"LEAKBENCH_GRADING__REQUIRE_PIPELINE": "false"}
+    result = cli(
+        "grade", "--instance", instance_dir, "--predictions", npy, "--threshold", "0.5", env=lax
+    )
     assert result.exit_code == 0 and "verdict: PASSED" in result.stdout
 
 

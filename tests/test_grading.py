@@ -11,7 +11,7 @@ from leakbench.settings import GradingSettings, TaskSettings
 from leakbench.task.generate import make_instance
 from tests.pipelines import seed_baseline
 
-TASK = TaskSettings()
+TASK = TaskSettings(public_seeds=True)  # the original project's instances
 SEED_GRADING = GradingSettings()
 
 
@@ -20,7 +20,7 @@ def _fit_predict(inst, drop_leaks: bool) -> np.ndarray:
 
 
 def test_auroc_matches_sklearn_to_1e12():
-    inst = make_instance(TASK, 1)
+    inst = make_instance(TASK, 1, key=None)
     p = np.random.default_rng(0).random(len(inst.y_test))
     g = grade(inst, p, SEED_GRADING)
     assert abs(g.metrics["auroc"] - roc_auc_score(inst.y_test, p)) < 1e-12
@@ -61,7 +61,7 @@ def test_each_bad_payload_has_its_own_reason(payload, code, needle):
 
 
 def test_invalid_payload_grades_invalid_with_reason():
-    inst = make_instance(TASK, 1)
+    inst = make_instance(TASK, 1, key=None)
     g = grade(inst, [0.5] * 10, SEED_GRADING)
     assert g.outcome == "invalid" and not g.passed
     assert g.reasons == [
@@ -70,7 +70,7 @@ def test_invalid_payload_grades_invalid_with_reason():
 
 
 def test_require_pipeline_and_holdout_metric_without_pipeline_fail():
-    inst = make_instance(TASK, 1)
+    inst = make_instance(TASK, 1, key=None)
     g = grade(inst, inst.oracle_test, GradingSettings(require_pipeline=True))
     assert g.outcome == "failed" and any("pipeline is required" in r for r in g.reasons)
     g = grade(inst, inst.oracle_test, GradingSettings(metric="holdout_regret", threshold=0.01))
@@ -78,7 +78,7 @@ def test_require_pipeline_and_holdout_metric_without_pipeline_fail():
 
 
 def test_pipeline_evidence_drives_audit_consistency_and_holdout_metric():
-    inst = make_instance(TASK, 1)
+    inst = make_instance(TASK, 1, key=None)
     hp = inst.oracle_holdout
     evidence = PipelineEvidence(
         test_proba=inst.oracle_test,
@@ -104,7 +104,7 @@ def test_pipeline_evidence_drives_audit_consistency_and_holdout_metric():
 def test_seed_preset_baseline_oracle_and_leaky_over_200_seeds():
     baseline, oracle, passes = [], [], 0
     for seed in range(200):
-        inst = make_instance(TASK, seed)
+        inst = make_instance(TASK, seed, key=None)
         p = _fit_predict(inst, drop_leaks=True)
         g = grade(inst, p, SEED_GRADING)
         baseline.append(g.metrics["auroc"])
@@ -115,7 +115,7 @@ def test_seed_preset_baseline_oracle_and_leaky_over_200_seeds():
     assert np.mean(oracle) == pytest.approx(0.940, abs=0.003)
     assert 0.2 <= passes / 200 <= 0.4
     for seed in range(20):
-        inst = make_instance(TASK, seed)
+        inst = make_instance(TASK, seed, key=None)
         g = grade(inst, _fit_predict(inst, drop_leaks=False), SEED_GRADING)
         assert g.metrics["auroc"] >= 0.99
         assert not g.passed and any("Bayes ceiling" in r for r in g.reasons)

@@ -25,7 +25,8 @@ def test_seed_preset_is_the_original_task():
     assert s.task.leaks == ["future_signal", "global_target_mean", "cat0_rate_full"]
     assert (s.agent.max_steps, s.agent.max_tokens, s.agent.stdout_max_chars) == (20, 1000, 8000)
     assert s.agent.print_values_factor == 2 and s.agent.model == "claude-haiku-4-5"
-    assert s.grading.require_pipeline is False
+    # the pipeline is required, as the original submit_answer expected; keys are secret
+    assert s.grading.require_pipeline is True and s.task.public_seeds is False
 
 
 def test_precedence_preset_file_env_flag(tmp_path):
@@ -104,3 +105,65 @@ def test_task_hash_ignores_seed_but_not_data_knobs():
     s = resolve(SettingsSources(preset="seed", environ={}))
     assert s.with_overrides({"task.seed": 5}).task_hash() == s.task_hash()
     assert s.with_overrides({"task.n_train": 900}).task_hash() != s.task_hash()
+
+
+def test_default_preset_draws_its_process_from_a_prior(tmp_path):
+    s = resolve(SettingsSources(preset="default", environ={}))
+    family = s.task.family
+    assert family.prior is not None and family.numeric_columns() == [f"num_{i}" for i in range(6)]
+    assert s.task.public_seeds is False
+    text = s.to_toml()
+    # the unused fixed coefficients (the seed family's) are not written out as if they applied
+    assert "[task.family.prior]" in text
+    assert "num_weights" not in tomllib.loads(text)["task"]["family"]
+    assert Settings.model_validate(tomllib.loads(text)) == s
+    assert resolve(SettingsSources(preset="seed", environ={})).task.family.prior is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[task.family.prior]\ncat_effects = [[0.0, 0.6, -0.4, 0.2]]\n",
+            r"p.toml: task.family: prior.cat_effects has 1 lists but cat_levels names 2",
+        ),
+        (
+            "[task.family.prior]\ncat_effects = [[0.0, 0.6], [0.0, 0.0, -0.5]]\n",
+            r"task.family: prior.cat_effects\[0\] has 2 values for 4 levels",
+        ),
+        (
+            "[task.family]\nnum_weights = [1.0, 2.0]\n",
+            r"task.family: num_weights: fixed coefficients cannot be combined with "
+            r"task.family.prior.*--preset seed",
+        ),
+        (
+            "[task.family.prior]\nnum_weights = [1.0, 0.5, 0.2]\n"
+            "interactions = [0.5, 0.4, 0.3, 0.2]\nnonlinear = []\n",
+            r"p.toml: task.family.prior: interactions: 4 interactions need as many distinct "
+            r"pairs of numerics, but 3 numerics \(num_weights\) give 3",
+        ),
+        (
+            "[task.family.prior]\nnonlinear = [['cube', 0.3]]\n",
+            r"task.family.prior.nonlinear.0.0: Input should be 'square', 'abs' or 'sin'",
+        ),
+        (
+            "[task.family.prior]\nintercept = [0.5, -0.5]\n",
+            r"task.family.prior: intercept: \[low, high\] with low <= high",
+        ),
+        (
+            "[task.family.prior]\nweights = [1.0]\n",
+            r"task.family.prior.weights: unknown key",
+        ),
+    ],
+)
+def test_prior_is_validated_with_the_key_named(tmp_path, text, message):
+    bad = _write(tmp_path / "p.toml", text)
+    with pytest.raises(ConfigError, match=message):
+        resolve(SettingsSources(preset="default", config_files=[bad], environ={}))
+
+
+def test_public_seeds_is_a_setting():
+    env = {"LEAKBENCH_TASK__PUBLIC_SEEDS": "true"}
+    assert resolve(SettingsSources(preset="seed", environ=env)).task.public_seeds is True
+    s = resolve(SettingsSources(preset="seed", environ={}))
+    assert s.with_overrides({"task.public_seeds": True}).task_hash() != s.task_hash()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from leakbench.cli import display
-from leakbench.cli.options import Json, Preset, Seed
+from leakbench.cli.options import Json, Preset, PublicSeeds, Seed
 from leakbench.cli.state import state
 
 
@@ -21,12 +21,14 @@ def generate_command(
         int, typer.Option(min=1, help="Number of instances (seeds seed..seed+count-1).")
     ] = 1,
     force: Annotated[bool, typer.Option(help="Write into a folder that is not empty.")] = False,
+    public_seeds: PublicSeeds = False,
     json_out: Json = False,
 ) -> None:
     """Write task instances with their answer keys.
 
-    Each instance folder holds public/ (what the agent sees), private/ (the answer key) and
-    instance.json (seed, settings hash, column roles, sha256 of every file, oracle AUROC).
+    Each instance folder holds public/ (what the agent sees), private/ (the answers, the
+    secret instance key this call drew, and under a prior the drawn process) and instance.json
+    (seed, settings hash, column roles, sha256 of the data files, oracle AUROC).
 
     With --count 1 the instance goes straight into OUT; with more, into OUT/seed-S/ for each seed S.
 
@@ -34,7 +36,8 @@ def generate_command(
     """
     from leakbench.task.files import generate_instances
 
-    settings = state(ctx).settings(preset, {"task.seed": seed})
+    flags = {"task.seed": seed, "task.public_seeds": True if public_seeds else None}
+    settings = state(ctx).settings(preset, flags)
     manifests = generate_instances(settings, out, count=count, force=force)
     if json_out:
         display.print_json([{"folder": str(f), **m.model_dump(mode="json")} for f, m in manifests])

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from leakbench.cli import display
-from leakbench.cli.options import Json, Preset, Seed
+from leakbench.cli.options import Json, Preset, PublicSeeds, Seed
 from leakbench.cli.state import state
 from leakbench.errors import UsageError
 from leakbench.settings import Settings
@@ -49,14 +49,16 @@ def run_command(
             "--resume", help="Finish an interrupted run (its id or folder).", metavar="RUN"
         ),
     ] = None,
+    public_seeds: PublicSeeds = False,
     json_out: Json = False,
 ) -> None:
     """Run episodes of one model or policy, grading each as it ends.
 
     Each episode gets instance seed+i, a fresh sandbox, and the agent; it ends at the first valid
-    submission, the step limit, or when the agent stops. Results go to
+    submission, the step limit, or when the agent stops. Instances come from a fresh secret key
+    kept in the run's private/instance.key (--public-seeds: from the seed alone). Results go to
     RESULTS_DIR/UTC-TIME_MODEL_ID/; the run id is printed last on stdout. Ctrl-C keeps
-    every finished episode (exit 130); --resume finishes the run.
+    every finished episode (exit 130); --resume finishes the run with the same key.
 
     Example: leakbench run --model local/baseline --runs 20
     """
@@ -69,6 +71,7 @@ def run_command(
         "run.concurrency": concurrency,
         "task.seed": seed,
         "agent.max_steps": max_steps,
+        "task.public_seeds": True if public_seeds else None,
     }
     if resume is not None:
         run, settings = _resumed(ctx, resume, preset, flags)
@@ -98,9 +101,10 @@ def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
     if run is None:
         run = RunDir.create(Path(settings.run.results_dir), settings, ["leakbench", *sys.argv[1:]])
     display.info(f"run {run.run_id}: {settings.run.runs} episodes of {settings.agent.model}")
-    # Workers see the results folder as empty and a .env file (which may hold the API key) blank.
-    hide = (Path(settings.run.results_dir).resolve(), Path.cwd() / ".env")
-    with SandboxPool(hide_paths=hide) as pool:
+    if settings.task.public_seeds:
+        display.warn("task.public_seeds: anyone can regenerate these instances (not tamper-proof)")
+    # Fully isolated workers see no results folder, working directory or .env (containment.py).
+    with SandboxPool() as pool:
         pool.start()
         if pool.isolation != "full":
             why = pool.isolation_note or "run as root for full sandbox isolation"
@@ -177,6 +181,7 @@ def _print_summary(result: RunResult, json_out: bool) -> None:
         "model": manifest.model,
         "preset": manifest.preset,
         "isolation": manifest.isolation,
+        "public_seeds": manifest.public_seeds,
         "episodes": len(records),
         **{k: v for k, v in counts.items() if k != "done"},
         "pass_rate": rate.rate,
@@ -209,6 +214,8 @@ def _print_summary(result: RunResult, json_out: bool) -> None:
     table.add_row("cost", f"${usage.get('cost_usd', 0.0):.4f}")
     table.add_row("wall time", f"{manifest.wall_s:.1f}s")
     table.add_row("isolation", manifest.isolation)
+    if manifest.public_seeds:
+        table.add_row("instances", "public seeds: NOT tamper-proof")
     display.print_table(table)
     display.print_text(manifest.run_id)
 

@@ -14,7 +14,7 @@ from leakbench.cli.state import state
 from leakbench.errors import UsageError
 
 if TYPE_CHECKING:
-    from leakbench.selfcheck import SelfCheck
+    from leakbench.selfcheck import PolicyRow, SelfCheck
     from leakbench.store.runs import EpisodeRecord
 
 
@@ -40,11 +40,14 @@ def selfcheck_command(
     """Check the reward: run every local policy over K seeds, plus an oracle reference.
 
     Each policy runs exactly as `leakbench run` would; per policy it prints the pass rate
-    [95% Wilson CI], the mean score and the leaks the grader flagged, and an oracle reference
-    row (the true probabilities, graded directly).
+    [95% Wilson CI], the mean score, its outcomes, the grader's failed checks (codes, with the
+    leaks flagged), and for a trap the codes that name its own reason and in how many episodes
+    they did; plus an oracle reference row (the true probabilities, graded directly).
 
-    Exits 1 when a trap policy passes an episode or its leak is not named in the reasons, or
-    when the oracle passes under 95%.
+    Exits 1 when a trap passes an episode, ends one in error, or has its own reason named in
+    under 96% of its episodes; when an honest policy fails any check but the threshold; when
+    the honest ladder is not strictly ordered by mean score (or a pass rate falls with
+    quality); or when the oracle passes under 95%.
 
     Example: leakbench selfcheck --preset default --seeds 50
     """
@@ -77,8 +80,8 @@ def selfcheck_command(
         for name, why in check.skipped.items():
             display.info(f"skipped local/{name}: {why}")
         ladder = " < ".join(r.policy for r in check.ladder())
-        verdict = "rise" if check.ladder_rises() else "do NOT rise"
-        display.info(f"honest ladder ({ladder}): pass rates {verdict} with quality")
+        verdict = "in order" if check.ladder_rises() else "NOT in order"
+        display.info(f"honest ladder ({ladder}): mean scores and pass rates {verdict}")
     problems = check.problems()
     for problem in problems:
         display.error(f"self-check: {problem}")
@@ -110,8 +113,10 @@ def _table(check: SelfCheck) -> Table:
         ("role", "left"),
         ("pass rate [95% CI]", "right"),
         (f"mean {check.metric}", "right"),
-        ("leak detections (episodes)", "left"),
-        ("trap named", "right"),
+        ("outcomes", "left"),
+        ("failed checks (episodes)", "left"),
+        ("expects", "left"),
+        ("named", "right"),
     ]:
         # the policy name must survive a narrow terminal whole; the other columns may wrap
         table.add_column(header, justify=justify, no_wrap=header == "policy")  # type: ignore[arg-type]
@@ -124,11 +129,28 @@ def _table(check: SelfCheck) -> Table:
         role = row.role
         if row.role == "honest" and POLICIES[row.policy].rank:
             role = f"honest #{POLICIES[row.policy].rank}"
-        detections = ", ".join(f"{k} {v}" for k, v in sorted(row.detections.items())) or "-"
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(row.outcomes.items())) or "-"
         named = "-" if row.leak_named is None else f"{row.leak_named}/{row.episodes}"
         name = row.policy if row.role == "reference" else f"local/{row.policy}"
-        table.add_row(name, role, rate, _fmt(row.mean_score), detections, named)
+        expects = " | ".join(row.expect) or "-"
+        table.add_row(
+            name, role, rate, _fmt(row.mean_score), outcomes, _checks(row), expects, named
+        )
     return table
+
+
+def _checks(row: PolicyRow) -> str:
+    """Failed-check codes with their episode counts; "leak" lists the kinds it flagged."""
+    parts = []
+    for code, n in sorted(row.failed_checks.items()):
+        if code == "leak":
+            kinds = ", ".join(
+                f"{k} {v}" for k, v in sorted(row.detections.items()) if k != "preprocessing"
+            )
+            parts.append(f"leak {n} ({kinds})" if kinds else f"leak {n}")
+        else:
+            parts.append(f"{code} {n}")
+    return ", ".join(parts) or "-"
 
 
 def register(app: typer.Typer) -> None:

@@ -118,14 +118,16 @@ def _labels(run: RunDir, seed: int, cache: dict[Path, Any]) -> np.ndarray:
     from leakbench.task.generate import make_instance
 
     if run.path not in cache:
-        cache[run.path] = run.settings().task
-    return np.asarray(make_instance(cache[run.path], seed).y_test)
+        cache[run.path] = (run.settings().task, run.instance_key())
+    task, key = cache[run.path]
+    return np.asarray(make_instance(task, seed, key=key).y_test)
 
 
 def reliability_data(
     group: Group, cap: int = RELIABILITY_CAP
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Submitted probabilities and the test labels (regenerated from the run's settings)."""
+    """Submitted probabilities and the test labels (regenerated from the run's settings and
+    instance key)."""
     probs, labels, used = [], [], 0
     cache: dict[Path, Any] = {}
     for loaded in group.runs:

@@ -43,6 +43,7 @@ def summary_cells(row: dict[str, Any]) -> list[tuple[str, str]]:
         ("model", row["model"]),
         ("preset", row["preset"]),
         ("runs", str(row["runs"])),
+        ("instances", _instances(row)),
         ("episodes", str(row["episodes"])),
         ("passed", str(row["passed"])),
         ("pass rate [95% CI]", rate),
@@ -69,11 +70,19 @@ def summary_cells(row: dict[str, Any]) -> list[tuple[str, str]]:
     return cells
 
 
+def _instances(row: dict[str, Any]) -> str:
+    public = row["public_seed_runs"]
+    if not public:
+        return "secret key"
+    runs = "" if public == row["runs"] else f" in {public} of {row['runs']} runs"
+    return f"public seeds{runs}: NOT tamper-proof"
+
+
 def episode_cells(row: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         ("run", row["run_id"]),
         ("index", str(row["index"])),
-        ("seed", str(row["seed"])),
+        ("seed", str(row["seed"]) + ("" if row["tamper_proof"] else " (public)")),
         ("outcome", row["outcome"]),
         ("score", _num(row["score"])),
         ("steps", str(row["steps"])),
@@ -110,6 +119,7 @@ _EMPTY_EPISODE: dict[str, Any] = {
     "run_id": "",
     "index": 0,
     "seed": 0,
+    "tamper_proof": True,
     "outcome": "",
     "score": None,
     "steps": 0,

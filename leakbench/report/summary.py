@@ -123,12 +123,16 @@ def summary_row(group: Group, leaks: Sequence[str]) -> dict[str, Any]:
     thresholds = sorted({r.threshold for r in records})
     steps_mean, _ = _mean_sd([float(r.steps) for r in records])
     tokens_in, tokens_out = _usage(records, "input_tokens"), _usage(records, "output_tokens")
+    public = sum(run.run.manifest.public_seeds for run in group.runs)
     row: dict[str, Any] = {
         "model": group.model,
         "preset": group.preset,
         "metric": group.metric,
         "threshold": thresholds[0] if len(thresholds) == 1 else None,
         "runs": len(group.runs),
+        # runs on public seeds (task.public_seeds): anyone could regenerate their labels
+        "public_seed_runs": public,
+        "tamper_proof": public == 0,
         "episodes": len(records),
         "passed": rate.passed,
         "failed": counts["failed"],
@@ -181,6 +185,7 @@ def episode_rows(runs: Sequence[LoadedRun]) -> list[dict[str, Any]]:
                     "preset": r.preset,
                     "index": r.index,
                     "seed": r.seed,
+                    "tamper_proof": not manifest.public_seeds,
                     "outcome": r.outcome,
                     "metric": r.metric,
                     "score": r.score,

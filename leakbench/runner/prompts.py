@@ -1,5 +1,7 @@
 """The prompts of a run, filled in once from its task settings (every instance of a run has the
-same columns; only the values, and under disguised naming which column is which, differ)."""
+same columns; only the values, the drawn process, and under disguised naming which column is
+which, differ). Column names are listed in a fixed order, so the prompt tells nothing of one
+instance: it is built from a probe instance under a throwaway key."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import pandas as pd
 
 from leakbench.settings import Settings
 from leakbench.task.generate import TARGET, make_instance
+from leakbench.task.keys import new_key
 from leakbench.task.leaks import announced_leak_columns
 
 
@@ -15,7 +18,8 @@ def build_prompts(settings: Settings) -> tuple[str, str]:
     from leakbench.agents.anthropic import load_prompts
 
     task = settings.task
-    probe = make_instance(task, task.seed)
+    # A throwaway key: the run's own key never reaches a prompt, not even through a column order.
+    probe = make_instance(task, task.seed, key=None if task.public_seeds else new_key())
     announced = announced_leak_columns(task.leaks, task.leak_naming)
     features = [c for c in probe.test.columns if c not in announced and c not in probe.id_columns]
     categorical = [c for c in features if isinstance(probe.test[c].dtype, pd.CategoricalDtype)]

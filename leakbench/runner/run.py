@@ -100,6 +100,7 @@ def execute_run(
         make_agent=make_agent,
         prompts=prompts,
         sandbox_slots=threading.Semaphore(sandbox_slots),
+        instance_key=run.instance_key(),
         on_event=observer.event,
     )
     clock = time.perf_counter()

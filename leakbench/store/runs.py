@@ -4,6 +4,7 @@
 results/<UTC-time>_<model>_<short-id>/
   manifest.json     schema_version, version, argv, model, preset, status, counts, timings
   settings.toml     the resolved settings
+  private/          instance.key, the run's secret instance key (0600 in a 0700 folder)
   episodes/<nnnn>/  instance.json, transcript.jsonl, submission/, grade.json
   episodes.jsonl    one line per finished episode, appended and flushed as each one ends
 ```
@@ -26,6 +27,7 @@ from leakbench import __version__
 from leakbench.errors import UsageError
 from leakbench.settings import Settings, load_settings_file
 from leakbench.store.files import append_jsonl, read_jsonl, write_atomic
+from leakbench.task.keys import new_key, read_key, write_key
 
 RUN_SCHEMA_VERSION = 1
 Outcome = Literal["passed", "failed", "invalid", "no_submission", "error"]
@@ -54,6 +56,9 @@ class RunManifest(BaseModel):
     updated_at: str
     wall_s: float = 0.0  # summed over the sessions that worked on the run
     usage: dict[str, float] = Field(default_factory=dict)
+    # Instances from public seeds (task.public_seeds) anyone can regenerate: not tamper-proof.
+    # A manifest without the field comes from before instance keys, when every run was so.
+    public_seeds: bool = True
 
 
 class EpisodeRecord(BaseModel):
@@ -76,6 +81,7 @@ class EpisodeRecord(BaseModel):
     reasons: list[str] = Field(default_factory=list)
     leaks_detected: list[str] = Field(default_factory=list)
     gates_passed: bool = False  # every check but the score threshold passed (see Grade)
+    failed_checks: list[str] = Field(default_factory=list)  # codes, see grading.grade
     steps: int = 0
     tool_calls: int = 0
     submit_attempts: int = 0
@@ -102,12 +108,21 @@ class RunDir:
     # -- creating and opening ---------------------------------------------------------------
 
     @classmethod
-    def create(cls, results_dir: Path, settings: Settings, argv: list[str]) -> RunDir:
+    def create(
+        cls, results_dir: Path, settings: Settings, argv: list[str], *, key: bytes | None = None
+    ) -> RunDir:
+        """A new run folder. Its instances come from ``key``, or from a fresh secret key stored
+        in ``private/instance.key``; from no key at all with ``task.public_seeds``."""
         now = datetime.now(UTC)
         model = settings.agent.model
         run_id = f"{now:%Y%m%dT%H%M%SZ}_{_slug(model)}_{secrets.token_hex(3)}"
         path = Path(results_dir) / run_id
         path.mkdir(parents=True, exist_ok=False)
+        public = settings.task.public_seeds
+        if public and key is not None:
+            raise ValueError("a task.public_seeds run has no instance key")
+        if not public:
+            write_key(path / "private", key or new_key())
         stamp = utc_now()
         manifest = RunManifest(
             run_id=run_id,
@@ -119,6 +134,7 @@ class RunDir:
             base_seed=settings.task.seed,
             created_at=stamp,
             updated_at=stamp,
+            public_seeds=public,
         )
         run = cls(path, manifest)
         write_atomic(path / "settings.toml", settings.to_toml())
@@ -134,7 +150,18 @@ class RunDir:
         return self.manifest.run_id
 
     def settings(self) -> Settings:
-        return load_settings_file(self.path / "settings.toml")
+        settings = load_settings_file(self.path / "settings.toml")
+        if self.manifest.public_seeds and not settings.task.public_seeds:
+            # made before instance keys: its instances came from the public streams
+            settings = settings.with_overrides({"task.public_seeds": True})
+        return settings
+
+    def instance_key(self) -> bytes | None:
+        """The run's secret instance key (None for a run on public seeds), for whatever
+        regenerates its instances: resume, reports."""
+        if self.manifest.public_seeds:
+            return None
+        return read_key(self.path / "private")
 
     # -- writing -------------------------------------------------------------------------------
 

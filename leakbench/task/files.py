@@ -1,5 +1,6 @@
-"""An instance on disk: ``public/`` (what the agent sees), ``private/`` (the answer key) and
-``instance.json`` (seed, settings, column roles, sha256 of every file, oracle AUROC).
+"""An instance on disk: ``public/`` (what the agent sees), ``private/`` (the answers, the secret
+instance key and, under a prior, the drawn process) and ``instance.json`` (seed, settings, column
+roles, sha256 of the data files, oracle AUROC).
 
 CSV with a column schema in ``instance.json``: readable by anything, byte-identical for the same
 inputs, and exact (floats are written in shortest round-trip form and read back with pandas'
@@ -18,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from leakbench import __version__
 from leakbench.errors import UsageError
-from leakbench.settings import Settings, TaskSettings
+from leakbench.settings import FamilySettings, Settings, TaskSettings
 from leakbench.store.files import sha256_file, write_atomic
 from leakbench.task.generate import TARGET, Instance, make_instance
+from leakbench.task.keys import KEY_FILE, PRIVATE_DIR_MODE, new_key, write_key
 
 INSTANCE_SCHEMA_VERSION = 1
 # Private files are readable by their owner only: sandbox workers run under other uids.
@@ -58,6 +60,19 @@ class InstanceManifest(BaseModel):
     oracle_auroc: float
     holdout_oracle_auroc: float
     files: dict[str, str] = {}
+
+
+class ProcessRecord(BaseModel):
+    """``private/process.json``: the data-generating process an instance drew from its prior."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = INSTANCE_SCHEMA_VERSION
+    seed: int
+    family: FamilySettings
+
+
+PROCESS_FILE = "private/process.json"
 
 
 def column_schema(instance: Instance) -> list[ColumnInfo]:
@@ -113,9 +128,18 @@ def _answers(y: np.ndarray, oracle: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({TARGET: y.astype(np.int64), "oracle_proba": oracle})
 
 
-def write_instance(instance: Instance, folder: Path, settings_hash: str) -> InstanceManifest:
-    """Write the instance's files and its ``instance.json`` (last, so it marks a complete write)."""
+def write_instance(
+    instance: Instance, folder: Path, settings_hash: str, *, key: bytes | None = None
+) -> InstanceManifest:
+    """Write the instance's files and its ``instance.json`` (last, so it marks a complete write).
+
+    ``key`` (the instance key it was made with) goes to ``private/instance.key``. The key and
+    the drawn process are not listed in ``instance.json``'s digests: a digest of a secret with
+    few possible values (a process) could be searched.
+    """
     folder = Path(folder)
+    (folder / "private").mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    (folder / "private").chmod(PRIVATE_DIR_MODE)
     contents = {
         "public/train.csv": _csv(instance.train),
         "public/test.csv": _csv(instance.test),
@@ -128,7 +152,17 @@ def write_instance(instance: Instance, folder: Path, settings_hash: str) -> Inst
         mode = PRIVATE_MODE if rel.startswith("private/") else 0o644
         write_atomic(folder / rel, text, mode=mode)
         manifest.files[rel] = sha256_file(folder / rel)
-    (folder / "private").chmod(0o700)
+    if key is not None:
+        write_key(folder / "private", key)
+    else:  # a --force rewrite must not leave an earlier instance's key behind
+        (folder / "private" / KEY_FILE).unlink(missing_ok=True)
+    if instance.task.family.prior is not None and instance.process is not None:
+        record = ProcessRecord(seed=instance.seed, family=instance.process)
+        write_atomic(
+            folder / PROCESS_FILE, record.model_dump_json(indent=2) + "\n", mode=PRIVATE_MODE
+        )
+    else:
+        (folder / PROCESS_FILE).unlink(missing_ok=True)
     write_atomic(folder / "instance.json", manifest.model_dump_json(indent=2) + "\n")
     return manifest
 
@@ -186,6 +220,7 @@ def read_instance(folder: Path, *, verify: bool = True) -> Instance:
     cols = manifest.columns
     test_answers = _read_frame(folder / "private/test_answers.csv", cols)
     holdout_answers = _read_frame(folder / "private/holdout_answers.csv", cols)
+    process = task.family if task.family.prior is None else _read_process(folder)
     return Instance(
         seed=manifest.seed,
         task=task,
@@ -199,23 +234,46 @@ def read_instance(folder: Path, *, verify: bool = True) -> Instance:
         leak_columns=list(manifest.leak_columns),
         leak_kinds={c.name: c.leak_kind for c in cols if c.role == "leak" and c.leak_kind},
         id_columns=[c.name for c in cols if c.role == "id"],
+        process=process,
     )
 
 
+def _read_process(folder: Path) -> FamilySettings | None:
+    path = folder / PROCESS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return ProcessRecord.model_validate_json(path.read_text(encoding="utf-8")).family
+    except ValidationError as exc:
+        raise UsageError(f"{path}: not a valid process record: {exc.errors()[0]['msg']}") from None
+
+
 def generate_instances(
-    settings: Settings, out: Path, *, count: int = 1, force: bool = False
+    settings: Settings,
+    out: Path,
+    *,
+    count: int = 1,
+    force: bool = False,
+    key: bytes | None = None,
 ) -> list[tuple[Path, InstanceManifest]]:
-    """Generate ``count`` instances from ``settings.task.seed`` on and write them under ``out``."""
+    """Generate ``count`` instances from ``settings.task.seed`` on and write them under ``out``.
+
+    They share one instance key: ``key``, or a fresh one (none with ``task.public_seeds``),
+    stored in each instance's ``private/instance.key``.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UsageError(f"{out}: folder is not empty", hint="pick another --out or add --force")
     task = settings.task
+    if key is None and not task.public_seeds:
+        key = new_key()
     settings_hash = settings.task_hash()
     written = []
     for i in range(count):
         seed = task.seed + i
         folder = out if count == 1 else out / f"seed-{seed}"
-        written.append((folder, write_instance(make_instance(task, seed), folder, settings_hash)))
+        instance = make_instance(task, seed, key=key)
+        written.append((folder, write_instance(instance, folder, settings_hash, key=key)))
     return written

@@ -1,12 +1,18 @@
-"""The synthetic data family and the task instance built from it (SPEC §4.1–4.3).
+"""The synthetic data family and the task instance built from it (SPEC §4.1–4.3, §4.5).
 
-The draw order is part of the contract: instance ``seed=s`` of the seed preset equals the original
-project's ``make_problem(seed=s)`` value for value. One ``numpy.random.default_rng(seed)`` draws, in
-this order: train numerics, test numerics, then for each categorical its train and its test codes,
-then the train noise and the test noise. The hidden holdout is drawn after all of that, so adding it
-changed nothing the original produced; leak kinds draw from streams of their own, and so does the
-disguised naming of leak columns. The family's richer knobs (interactions, nonlinear terms,
-intercept) draw nothing: they only add deterministic terms to the logit.
+An instance is a function of (task settings, instance key, seed): ``task/keys.py`` turns the key
+and seed into the instance's random streams. Under a prior (``task.family.prior``) the instance
+first draws its own data-generating process (``task/prior.py``); after that the family, drawn or
+fixed, is used the same way, so the oracle P(y=1|x) = Phi(f/sd) stays exact.
+
+The draw order is part of the contract: with ``task.public_seeds`` (no key), instance ``seed=s``
+of the seed preset equals the original project's ``make_problem(seed=s)`` value for value. One
+``numpy.random.default_rng(seed)`` draws, in this order: train numerics, test numerics, then for
+each categorical its train and its test codes, then the train noise and the test noise. The hidden
+holdout is drawn after all of that, so adding it changed nothing the original produced; leak kinds
+draw from streams of their own, and so do the process and the disguised naming of leak columns.
+The family's richer knobs (interactions, nonlinear terms, intercept) draw nothing: they only add
+deterministic terms to the logit.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from scipy.special import ndtr
 from sklearn.metrics import roc_auc_score
 
 from leakbench.settings import FamilySettings, TaskSettings
+from leakbench.task.keys import InstanceStreams
 from leakbench.task.leaks import LEAK_KINDS, LeakContext
+from leakbench.task.prior import draw_family
 
 TARGET = "target"
 
@@ -58,6 +66,10 @@ class Instance:
     leak_columns: list[str]
     leak_kinds: dict[str, str] = field(default_factory=dict)  # leak column -> leak kind
     id_columns: list[str] = field(default_factory=list)  # columns a kind added, role "id"
+    # The process that made the data: drawn from the prior, or the fixed family. Private: it is
+    # written only to private/process.json, never to instance.json. None when read from a folder
+    # that does not record it.
+    process: FamilySettings | None = None
 
     @cached_property
     def oracle_auroc(self) -> float:
@@ -69,16 +81,20 @@ class Instance:
 
 
 def _draw_splits(
-    rng: np.random.Generator, family: FamilySettings, sizes: list[int]
+    rng: np.random.Generator,
+    noise_rng: np.random.Generator,
+    family: FamilySettings,
+    sizes: list[int],
 ) -> list[tuple[np.ndarray, list[np.ndarray], np.ndarray]]:
-    """Draw several splits together, interleaved per draw kind (the original's order)."""
+    """Draw several splits together, interleaved per draw kind (the original's order). The
+    noise comes from ``noise_rng``: the same generator as ``rng`` in the public streams."""
     k = len(family.num_weights)
     numerics = [rng.normal(0, 1, size=(n, k)) for n in sizes]
     cats: list[list[np.ndarray]] = [[] for _ in sizes]
     for levels in family.cat_levels:
         for i, n in enumerate(sizes):
             cats[i].append(rng.integers(0, levels, size=n))
-    noises = [rng.normal(0, family.noise_sd, n) for n in sizes]
+    noises = [noise_rng.normal(0, family.noise_sd, n) for n in sizes]
     return list(zip(numerics, cats, noises, strict=True))
 
 
@@ -110,12 +126,23 @@ def _split(
     return Split(frame, logit, noise)
 
 
-def make_instance(task: TaskSettings, seed: int) -> Instance:
-    """Generate instance ``seed`` of the family ``task`` describes (deterministic)."""
-    family = task.family
-    rng = np.random.default_rng(seed)
-    tr, te = (_split(family, *d) for d in _draw_splits(rng, family, [task.n_train, task.n_test]))
-    (ho,) = (_split(family, *d) for d in _draw_splits(rng, family, [task.n_holdout]))
+def make_instance(task: TaskSettings, seed: int, *, key: bytes | None) -> Instance:
+    """Generate instance ``seed`` of ``task`` from the secret instance ``key`` (deterministic in
+    both). ``key=None`` means the public streams and needs ``task.public_seeds``."""
+    if key is None and not task.public_seeds:
+        raise ValueError(
+            "make_instance needs the run's instance key (key=None is only for task.public_seeds)"
+        )
+    if key is not None and task.public_seeds:
+        raise ValueError("task.public_seeds instances take no key (pass key=None)")
+    streams = InstanceStreams(key, seed)
+    family = draw_family(task.family, streams.process())
+    sizes = [task.n_train, task.n_test]
+    tr, te = (
+        _split(family, *d) for d in _draw_splits(streams.features, streams.noise, family, sizes)
+    )
+    holdout_draws = _draw_splits(streams.holdout, streams.holdout, family, [task.n_holdout])
+    (ho,) = (_split(family, *d) for d in holdout_draws)
 
     y_train, y_test, y_holdout = tr.target, te.target, ho.target
     train = tr.frame.copy()
@@ -126,9 +153,7 @@ def make_instance(task: TaskSettings, seed: int) -> Instance:
     for index, name in enumerate(task.leaks):
         kind = LEAK_KINDS[name]
         # Each kind gets its own stream keyed by (seed, position) so it never shifts the base draws.
-        ctx = LeakContext(
-            tr.frame, te.frame, ho.frame, y_train, y_test, np.random.default_rng([seed, 1, index])
-        )
+        ctx = LeakContext(tr.frame, te.frame, ho.frame, y_train, y_test, streams.leak(index))
         cols = kind.compute(ctx)
         for extra in cols.extra:
             train[extra.name], test[extra.name], holdout[extra.name] = (
@@ -144,7 +169,7 @@ def make_instance(task: TaskSettings, seed: int) -> Instance:
         )
         leak_kinds[kind.column] = name
     if task.leak_naming == "disguised":
-        names = disguised_names(family, list(leak_kinds), seed)
+        names = disguised_names(family, list(leak_kinds), streams.names())
         order = _disguised_order(family, list(test.columns), names)
         test, holdout = (f.rename(columns=names)[order] for f in (test, holdout))
         train = train.rename(columns=names)[[*order, TARGET]]
@@ -164,14 +189,17 @@ def make_instance(task: TaskSettings, seed: int) -> Instance:
         leak_columns=list(leak_kinds),
         leak_kinds=leak_kinds,
         id_columns=id_columns,
+        process=family,
     )
 
 
-def disguised_names(family: FamilySettings, columns: list[str], seed: int) -> dict[str, str]:
+def disguised_names(
+    family: FamilySettings, columns: list[str], rng: np.random.Generator
+) -> dict[str, str]:
     """Innocuous names for leak columns: they continue the numeric features' numbering
-    (``num_5``, ``num_6``, ... after ``num_0..num_4``) in an order drawn from the seed."""
-    k = len(family.num_weights)
-    slots = np.random.default_rng([seed, 3]).permutation(len(columns))
+    (``num_5``, ``num_6``, ... after ``num_0..num_4``) in an order drawn from ``rng``."""
+    k = family.n_numeric
+    slots = rng.permutation(len(columns))
     return {c: f"num_{k + int(s)}" for c, s in zip(columns, slots, strict=True)}
 
 
