@@ -15,12 +15,12 @@ from leakbench.settings import GradingSettings, TaskSettings
 from leakbench.task.generate import make_instance
 from tests.pipelines import seed_baseline
 
-TASK = TaskSettings()
+TASK = TaskSettings(public_seeds=True)
 
 
 @pytest.fixture(scope="module")
 def inst():
-    return make_instance(TASK, 5)
+    return make_instance(TASK, 5, key=None)
 
 
 class Recorder:
@@ -70,12 +70,15 @@ def test_one_call_with_every_frame_in_a_shuffled_order_mapped_back(inst):
     recorder = Recorder("num_0")
     grading = GradingSettings(fingerprint=False)
     ev = collect_evidence(recorder, inst, grading, audit_seed=11, call_timeout_s=10.0)
-    assert len(recorder.frames) == 1
+    # One batch, asked twice (the second answer shows whether the pipeline is deterministic).
+    assert len(recorder.frames) == 2
     batch = recorder.frames[0]
+    pd.testing.assert_frame_equal(recorder.frames[1], batch)
+    assert ev.repeat_max_abs_diff == 0.0
     k = len(inst.leak_columns)
     assert len(batch) == len(inst.test) + len(inst.holdout) + k * (AUDIT_ROWS + len(inst.test))
     # The time allowed for a holdout-sized frame, pro rata: no row has less time than before.
-    assert recorder.timeouts == [pytest.approx(10.0 * len(batch) / len(inst.holdout))]
+    assert recorder.timeouts == [pytest.approx(10.0 * len(batch) / len(inst.holdout))] * 2
     assert batch.index.equals(pd.RangeIndex(len(batch)))  # nothing says where a row came from
     assert (batch.dtypes == inst.test.dtypes).all()
     # Shuffled: the first rows are not the public test in order.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -13,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from leakbench.settings import TaskSettings
 from leakbench.store.runs import RunDir
+from leakbench.task.generate import make_instance
+from leakbench.task.keys import read_key
 
 
 def _run_dir(results: Path) -> Path:
@@ -192,7 +197,7 @@ def test_resume_refuses_other_settings_and_reruns_errors(cli, tmp_path):
     run = _run_dir(results)
     result = cli("--results-dir", results, "run", "--resume", run.name, "--preset", "seed")
     assert result.exit_code == 2 and "was made with other settings" in result.stderr
-    assert "grading.require_pipeline" in result.stderr
+    assert "grading.metric" in result.stderr
     # an episode that ended in an infrastructure error is run again, its old line dropped
     lines = (run / "episodes.jsonl").read_text().splitlines()
     broken = json.loads(lines[1])
@@ -261,7 +266,10 @@ def test_grader_runs_the_pipeline_in_a_fresh_worker(cli, tmp_path, monkeypatch):
     results = tmp_path / "results"
     # the seed preset: TAMPER's plain LogisticRegression cannot take default's NaN leak column
     args = ["--results-dir", results, "run", "--preset", "seed"]
-    result = cli(*args, "--model", "local/tamper", "--runs", "1")
+    # Without the submission-time refit (a courtesy the agent's own worker does, which this
+    # tampering would trip): what is tested is the grader's fresh worker.
+    courtesy_off = {"LEAKBENCH_GRADING__REFIT_CHECK": "false"}
+    result = cli(*args, "--model", "local/tamper", "--runs", "1", env=courtesy_off)
     assert result.exit_code == 0, result.output
     (line,) = _lines(_run_dir(results))
     assert line["outcome"] == "failed", line
@@ -290,3 +298,82 @@ def test_unpicklable_pipeline_is_refused_at_submission_so_the_agent_can_fix_it(
     assert line["metrics"]["holdout_regret"] is not None  # graded in a fresh worker
     transcript = (_run_dir(results) / "episodes/0000/transcript.jsonl").read_text()
     assert "the pipeline cannot be pickled" in transcript
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_instance_key_stays_private_and_resume_reuses_it(cli, tmp_path):
+    results = tmp_path / "results"
+    result = cli("--results-dir", results, "run", "--model", "local/baseline", "--runs", "2")
+    assert result.exit_code == 0, result.output
+    run = _run_dir(results)
+    key_file = run / "private" / "instance.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+    key = read_key(run / "private")
+    decimal = str(int.from_bytes(key, "big"))
+    forms = [key.hex().encode(), key.hex().upper().encode(), decimal.encode(), key]
+    files = [p for p in run.rglob("*") if p.is_file() and p != key_file]
+    assert {"manifest.json", "settings.toml", "transcript.jsonl", "instance.json"} <= {
+        p.name for p in files
+    }
+    for path in files:
+        data = path.read_bytes()
+        assert not any(form in data for form in forms), path
+    for text in (result.stdout, result.stderr):
+        assert key.hex() not in text and decimal not in text
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["public_seeds"] is False
+    # the episodes' instances come from the key: regenerated with it, they match
+    instance = json.loads((run / "episodes/0001/instance.json").read_text())
+    regenerated = make_instance(RunDir.open(run).settings().task, 1, key=key)
+    assert instance["oracle_auroc"] == regenerated.oracle_auroc
+
+    # resume: episode 1 ended in an error and runs again, from the same key
+    before = {i: _sha256(run / f"episodes/000{i}/instance.json") for i in (0, 1)}
+    lines = (run / "episodes.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for record in records:
+        if record["index"] == 1:
+            record.update(outcome="error", passed=False, error="model API: overloaded")
+    (run / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    refused = cli("--results-dir", results, "run", "--resume", run.name, "--public-seeds")
+    assert refused.exit_code == 2 and "task.public_seeds" in refused.stderr
+    result = cli("--results-dir", results, "run", "--resume", run.name)
+    assert result.exit_code == 0, result.output
+    assert "resuming: 1 of 2" in result.stderr
+    assert {i: _sha256(run / f"episodes/000{i}/instance.json") for i in (0, 1)} == before
+    assert read_key(run / "private") == key
+    # a new run draws a new key, so its instance 1 differs
+    assert cli("--results-dir", results, "run", "--runs", "2").exit_code == 0
+    (other,) = [p for p in results.iterdir() if p != run]
+    assert read_key(other / "private") != key
+    assert _sha256(other / "episodes/0001/instance.json") != before[1]
+
+
+def test_public_seeds_reproduce_the_original_and_are_marked(cli, tmp_path):
+    results = tmp_path / "results"
+    args = ["--results-dir", results, "run", "--preset", "seed", "--runs", "2"]
+    result = cli(*args, "--model", "local/baseline", "--public-seeds")
+    assert result.exit_code == 0, result.output
+    assert "not tamper-proof" in result.stderr
+    run = _run_dir(results)
+    assert not (run / "private").exists()  # no key to keep
+    assert json.loads((run / "manifest.json").read_text())["public_seeds"] is True
+    assert RunDir.open(run).instance_key() is None
+    instance = json.loads((run / "episodes/0001/instance.json").read_text())
+    original = make_instance(TaskSettings(public_seeds=True), 1, key=None)
+    assert instance["oracle_auroc"] == original.oracle_auroc
+    # report: the run is marked in the table and in the data formats
+    assert cli(*args[:-1], "1", "--model", "local/baseline").exit_code == 0
+    rows = json.loads(cli("--results-dir", results, "report", "--json").stdout)
+    (row,) = rows
+    assert row["runs"] == 2 and row["public_seed_runs"] == 1 and row["tamper_proof"] is False
+    table = cli("--results-dir", results, "report").stdout
+    assert "public seeds in 1 of 2 runs: NOT tamper-proof" in table
+    episodes = json.loads(cli("--results-dir", results, "report", "--episodes", "--json").stdout)
+    assert sorted(e["tamper_proof"] for e in episodes) == [False, False, True]
+    csv = cli("--results-dir", results, "report", "--format", "csv").stdout
+    assert "public_seed_runs,tamper_proof" in csv.splitlines()[0]

@@ -74,9 +74,12 @@ def collect_evidence(
     if call_timeout_s is not None:
         timeout_s = call_timeout_s * max(1.0, len(batch) / max(len(instance.holdout), 1))
     try:
-        answered = _checked(
-            session.predict_proba(batch.take(order).reset_index(drop=True), timeout_s), len(batch)
-        )
+        shuffled_batch = batch.take(order).reset_index(drop=True)
+        answered = _checked(session.predict_proba(shuffled_batch, timeout_s), len(batch))
+        # The same batch again: a deterministic pipeline answers it identically, and only then
+        # can a change in its answers be put down to a shuffled leak column.
+        again = _checked(session.predict_proba(shuffled_batch, timeout_s), len(batch))
+        evidence.repeat_max_abs_diff = float(np.max(np.abs(again - answered)))
         values = np.empty(len(batch))
         values[order] = answered
         start = 0
@@ -109,17 +112,82 @@ def evidence_in_fresh_worker(
     pipeline: bytes,
     grading: GradingSettings,
 ) -> PipelineEvidence:
-    """Unpickle the pipeline in a fresh worker and collect the evidence there.
+    """Unpickle the pipeline in a fresh worker and collect the evidence there; then refit its
+    recipe in another clean worker (``grading.refit_check``).
 
     Never in a worker that ran agent code: that code could have changed how the worker answers
-    the grader. The harness itself never unpickles it.
+    the grader. The harness itself never unpickles the pipeline or its recipe.
     """
+    recipe: tuple[bytes, list[str]] | None = None
     with pool.open(instance.train, instance.test, limits) as fresh:
         try:
             fresh.load_pipeline(pipeline)
         except SandboxError as exc:
             raise PipelineLoadError(str(exc)) from None
-        return collect_evidence(fresh, instance, grading, call_timeout_s=limits.call_timeout_s)
+        evidence = collect_evidence(fresh, instance, grading, call_timeout_s=limits.call_timeout_s)
+        if grading.refit_check and evidence.problem is None:
+            try:
+                recipe = fresh.recipe()
+            except SandboxError as exc:
+                evidence.refit_problem = str(exc)
+    if recipe is not None:
+        refit_in_clean_worker(pool, instance, limits, recipe, grading, evidence)
+    return evidence
+
+
+def refit_in_clean_worker(
+    pool: SandboxPool,
+    instance: Instance,
+    limits: SandboxLimits,
+    recipe: tuple[bytes, list[str]],
+    grading: GradingSettings,
+    evidence: PipelineEvidence,
+) -> None:
+    """Judge the recipe's bytes, then fit it on train_df alone in a worker that holds nothing
+    else (no test rows, no submitted pipeline), on the real labels and on permuted ones.
+
+    The recipe comes from a worker that ran the agent's code, so the harness reads its pickle
+    without executing it (``inspect_recipe``) before any worker loads it: learned state carried
+    in it is refused, and what is left can only learn from the training rows it is given. The
+    refit predicts the first ``AUDIT_ROWS`` holdout rows and the public test rows with their
+    leak columns replaced by label-free holdout values, so a recipe that learns from the leak
+    columns of the rows it predicts gains nothing here that it could show on the holdout.
+    """
+    from leakbench.grading.recipe import inspect_recipe
+
+    data, columns = recipe
+    evidence.recipe_reasons = inspect_recipe(data)
+    if evidence.recipe_reasons:
+        return  # never load a recipe that carries state, not even in a clean worker
+    rng = np.random.default_rng([evidence.audit_seed or 0, 2])
+    holdout = instance.holdout.iloc[:AUDIT_ROWS]
+    test = instance.test.copy()
+    for column in instance.leak_columns:
+        picked = rng.integers(0, len(instance.holdout), len(test))
+        test[column] = instance.holdout[column].iloc[picked].set_axis(test.index)
+    frame = pd.concat([holdout, test], ignore_index=True)
+    order = rng.permutation(len(frame))
+    timeout_s = limits.call_timeout_s * (1 + grading.label_permutations)
+    # A worker that cannot be started is the machine's fault (the episode ends in error); what
+    # happens once the recipe is in it is the recipe's.
+    with pool.open(instance.train, instance.test.iloc[:0], limits) as clean:
+        try:
+            refit, permuted = clean.refit(
+                data,
+                columns,
+                frame.take(order).reset_index(drop=True),
+                holdout,
+                grading.label_permutations,
+                int(rng.integers(0, 2**53)),
+                timeout_s,
+            )
+        except SandboxError as exc:
+            evidence.refit_problem = str(exc)
+            return
+    values = np.empty(len(frame))
+    values[order] = refit
+    evidence.refit_holdout, evidence.refit_test = values[: len(holdout)], values[len(holdout) :]
+    evidence.permuted_holdout = permuted
 
 
 def _checked(values: np.ndarray, n: int) -> np.ndarray:

@@ -90,35 +90,53 @@ def check_fingerprint(fingerprint: dict, train: pd.DataFrame, test: pd.DataFrame
     for entry in entries:
         if not isinstance(entry, dict):
             continue
-        cls, path = str(entry.get("class", "?")), str(entry.get("path", "?"))
-        features, stats = entry.get("features"), entry.get("stats")
-        params = entry.get("params") if isinstance(entry.get("params"), dict) else {}
-        if not isinstance(features, list) or not isinstance(stats, dict):
-            continue
-        hits = []
-        for attr, values in stats.items():
-            if not isinstance(values, list) or len(values) != len(features):
-                continue
-            for feature, value in zip(features, values, strict=True):
-                if not isinstance(value, int | float) or isinstance(value, bool):
-                    continue
-                data = _columns(columns, str(feature), train, test)
-                if data is None:
-                    continue
-                train_only, both = data
-                for label, fn in _stat_functions(cls, attr, params):
-                    with np.errstate(all="ignore"):
-                        a, b = fn(train_only), fn(both)
-                    if _close(float(value), b) and not _close(float(value), a):
-                        hits.append(f"{label} of {feature}")
-                        break
-        if hits:
-            more = f" (and {len(hits) - 1} more statistics)" if len(hits) > 1 else ""
-            reasons.append(
-                f"{cls} ({path}) was fit on train+test rows: {hits[0]} matches train+test, "
-                f"not train{more}"
-            )
+        try:
+            found = _entry_reason(entry, columns, train, test)
+        except (ValueError, TypeError, OverflowError, ArithmeticError, RecursionError):
+            continue  # the worker's fingerprint is untrusted: what cannot be read is skipped
+        if found:
+            reasons.append(found)
     return reasons
+
+
+def _entry_reason(
+    entry: dict[str, Any],
+    columns: dict[str, tuple[np.ndarray, np.ndarray] | None],
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+) -> str | None:
+    """The reason one fingerprint entry shows a fit on train+test rows, or None."""
+    cls, path = str(entry.get("class", "?")), str(entry.get("path", "?"))
+    features, stats = entry.get("features"), entry.get("stats")
+    params = entry.get("params") if isinstance(entry.get("params"), dict) else {}
+    if not isinstance(features, list) or not isinstance(stats, dict):
+        return None
+    hits = []
+    for attr, values in stats.items():
+        if not isinstance(values, list) or len(values) != len(features):
+            continue
+        for feature, value in zip(features, values, strict=True):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            value = float(value)  # a huge JSON integer raises OverflowError: entry skipped
+            if not math.isfinite(value):
+                continue
+            data = _columns(columns, str(feature), train, test)
+            if data is None:
+                continue
+            train_only, both = data
+            for label, fn in _stat_functions(cls, str(attr), params):
+                with np.errstate(all="ignore"):
+                    a, b = fn(train_only), fn(both)
+                if _close(value, b) and not _close(value, a):
+                    hits.append(f"{label} of {feature}")
+                    break
+    if not hits:
+        return None
+    more = f" (and {len(hits) - 1} more statistics)" if len(hits) > 1 else ""
+    return (
+        f"{cls} ({path}) was fit on train+test rows: {hits[0]} matches train+test, not train{more}"
+    )
 
 
 def _columns(

@@ -35,6 +35,7 @@ def regrade_run(run: RunDir, grading: GradingSettings) -> list[EpisodeRecord]:
                     "reasons": new.reasons,
                     "leaks_detected": new.leaks_detected,
                     "gates_passed": new.gates_passed,
+                    "failed_checks": new.failed_checks,
                 }
             )
         )

@@ -51,6 +51,9 @@ class EpisodeEnv:
     make_agent: Callable[[], Agent]
     prompts: tuple[str, str]  # (system, task)
     sandbox_slots: threading.Semaphore
+    # The run's secret instance key (None with task.public_seeds). It stays in the harness:
+    # never in a prompt, a transcript, a sandbox, or any file but the run's private/instance.key.
+    instance_key: bytes | None
     cancel: threading.Event = field(default_factory=threading.Event)
     on_event: Callable[[int, str, str], None] | None = None  # (index, kind, text) for -v
 
@@ -58,13 +61,15 @@ class EpisodeEnv:
 class _Submission:
     """The harness side of ``submit_answer``: validates authoritatively, keeps the first valid."""
 
-    def __init__(self, n: int, require_pipeline: bool) -> None:
+    def __init__(self, n: int, require_pipeline: bool, check_recipe: bool = True) -> None:
         self.n = n
         self.require_pipeline = require_pipeline
+        self.check_recipe = check_recipe
         self.proba: np.ndarray | None = None
         self.has_pipeline = False
         self.attempts = 0
         self.last_problem: str | None = None
+        self.last_check: str | None = None  # the failed-check code of the last refusal
 
     @property
     def accepted(self) -> bool:
@@ -90,8 +95,11 @@ class _Submission:
                     "a fitted pipeline is required: "
                     'submit_answer({"y_pred_proba": proba, "pipeline": pipe})',
                 )
+            if request.has_pipeline and self.check_recipe:
+                self._check_pipeline(request)
         except InvalidSubmission as exc:
             self.last_problem = exc.message
+            self.last_check = _CHECK_OF_CODE.get(exc.code, "invalid")
             return SubmitReply(
                 False,
                 f"submission rejected (it does not count): {exc.message}. Fix it and submit again.",
@@ -101,6 +109,36 @@ class _Submission:
         return SubmitReply(
             True, f"submission accepted: {self.n} probabilities{extra}. The episode is over."
         )
+
+    def _check_pipeline(self, request: SubmitRequest) -> None:
+        """Refuse a pipeline the grader would reject for its recipe or its refit: the agent
+        can still fix it. (The grader checks everything again in clean workers.)"""
+        from leakbench.grading.recipe import inspect_recipe
+
+        if request.check_code is not None:
+            raise InvalidSubmission(request.check_code, request.check_problem or "")
+        if request.recipe is None:
+            raise InvalidSubmission("pipeline_problem", "the sandbox sent no recipe")
+        found = inspect_recipe(request.recipe)
+        if found:
+            raise InvalidSubmission(
+                "recipe_state",
+                f"the unfitted pipeline, clone(pipeline), carries learned state: {found[0]}"
+                f"{f' (and {len(found) - 1} more)' if len(found) > 1 else ''}. A pipeline must "
+                "learn everything in fit() from train_df; it may not carry fitted models or "
+                "data in its parameters, functions or classes",
+            )
+
+
+# InvalidSubmission code -> failed-check code (refusals by a check carry the check's code).
+_CHECK_OF_CODE = {
+    "payload": "invalid",
+    "pipeline": "pipeline_problem",
+    "pipeline_problem": "pipeline_problem",
+    "nondeterministic": "nondeterministic",
+    "refit": "refit",
+    "recipe_state": "recipe_state",
+}
 
 
 class Episode:
@@ -113,8 +151,9 @@ class Episode:
         self.steps = 0
         self.tool_calls = 0
         self.restarts = 0
+        grading = env.settings.grading
         self.submission = _Submission(
-            env.settings.task.n_test, env.settings.grading.require_pipeline
+            env.settings.task.n_test, grading.require_pipeline, grading.refit_check
         )
 
     def _log(self, event: dict[str, Any]) -> None:
@@ -131,7 +170,7 @@ class Episode:
         error: str | None = None
         result: Grade | None = None
         try:
-            instance = make_instance(settings.task, self.seed)
+            instance = make_instance(settings.task, self.seed, key=self.env.instance_key)
             write_atomic(
                 self.folder / "instance.json",
                 manifest_for(instance, settings.task_hash()).model_dump_json(indent=2) + "\n",
@@ -271,7 +310,7 @@ class Episode:
         if sub.proba is None:
             if sub.attempts:
                 reason = f"no valid submission ({end_reason}); last problem: {sub.last_problem}"
-                result = invalid_grade(grading, reason, "invalid")
+                result = invalid_grade(grading, reason, "invalid", sub.last_check)
             else:
                 result = invalid_grade(grading, end_reason or "no submission", "no_submission")
         else:
@@ -346,5 +385,6 @@ class Episode:
             reasons=result.reasons,
             leaks_detected=result.leaks_detected,
             gates_passed=result.gates_passed,
+            failed_checks=result.failed_checks,
             **common,
         )

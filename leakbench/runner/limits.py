@@ -13,4 +13,6 @@ def sandbox_limits(settings: Settings) -> SandboxLimits:
         call_timeout_s=agent.tool_timeout_s,
         stdout_max_chars=agent.stdout_max_chars,
         print_values_factor=agent.print_values_factor,
+        check_refit=settings.grading.refit_check,
+        refit_tolerance=settings.grading.refit_tolerance,
     )

@@ -17,6 +17,10 @@ class SandboxLimits:
     max_processes: int = 32  # RLIMIT_NPROC (the per-episode uid makes it meaningful)
     stdout_max_chars: int = 8000
     print_values_factor: int = 2
+    # What the agent's worker checks when a pipeline is submitted (grading.refit_check): a
+    # pipeline the grader's refit would reject is refused while the agent can fix it.
+    check_refit: bool = True
+    refit_tolerance: float = 1e-6
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,9 @@ class SubmitRequest:
     key: str | None  # which accepted key was used
     has_pipeline: bool
     pipeline_problem: str | None = None  # why the given pipeline cannot be pickled (and graded)
+    recipe: bytes | None = None  # cloudpickle of clone(pipeline): never unpickled by the harness
+    check_code: str | None = None  # a failed-check code the worker found at submission ...
+    check_problem: str | None = None  # ... and its message
 
 
 @dataclass(frozen=True)

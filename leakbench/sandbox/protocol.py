@@ -89,9 +89,12 @@ def recv_json(sock: socket.socket, deadline: float | None) -> dict[str, Any]:
     n = int.from_bytes(_read_exact(sock, _HEADER, deadline), "big")
     if n > MAX_MESSAGE_BYTES:
         raise PeerGone(f"the sandbox sent a message of {n} bytes (limit {MAX_MESSAGE_BYTES})")
+    body = _read_exact(sock, n, deadline)
     try:
-        msg = json.loads(_read_exact(sock, n, deadline))
-    except (ValueError, UnicodeDecodeError) as exc:
+        msg = json.loads(body)
+    except (ValueError, RecursionError, MemoryError) as exc:
+        # Whatever the worker sent that does not decode (garbage, nesting deep enough to
+        # exhaust the parser's recursion) is the worker's fault, never the harness's.
         raise PeerGone("the sandbox sent a malformed message") from exc
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise PeerGone("the sandbox sent a malformed message")

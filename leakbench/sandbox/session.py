@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 READY_TIMEOUT_S = 60.0
 _REFUSED = SubmitReply(False, "submissions are not accepted here")
 _LOST = "the pipeline was lost when the sandbox restarted"
+# Failed-check codes a worker may report for a submission (see grading.grade.FAILED_CHECKS).
+SUBMIT_CHECKS = ("pipeline_problem", "nondeterministic", "refit")
 
 
 class _WorkerLost(Exception):
@@ -193,7 +195,11 @@ class Session:
                         raise
                     if answer.accepted and request.has_pipeline:
                         fetch_pipeline = True
-                    send_pickle(sock, {"accepted": answer.accepted, "message": answer.message})
+                    # With the call's deadline: a worker that floods submissions and never
+                    # reads the answers must not block the harness.
+                    send_pickle(
+                        sock, {"accepted": answer.accepted, "message": answer.message}, deadline
+                    )
                 elif reply["type"] == "result":
                     break
                 else:
@@ -296,6 +302,54 @@ class Session:
         except (binascii.Error, ValueError):
             self.pipeline_problem = "the sandbox sent a malformed pipeline"
 
+    def recipe(self) -> tuple[bytes, list[str]]:
+        """The pipeline's unfitted recipe, ``clone(pipeline)`` pickled, and the train columns it
+        was fit on. Opaque bytes: the harness never unpickles them. SandboxError says why not."""
+        self._need_pipeline()
+        reply = self._request({"op": "recipe"}, self.limits.call_timeout_s, "recipe")
+        data, columns = _b64(reply.get("b64")), reply.get("columns")
+        if data is None or not (
+            isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns)
+        ):
+            raise SandboxError(_text(reply.get("problem")) or "the sandbox sent no recipe")
+        return data, columns
+
+    def refit(
+        self,
+        recipe: bytes,
+        columns: list[str],
+        frame: pd.DataFrame,
+        perm_frame: pd.DataFrame,
+        permutations: int,
+        seed: int,
+        timeout_s: float | None = None,
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Fit ``recipe`` on this worker's train_df and predict ``frame``; then refit it on
+        ``permutations`` permutations of the labels and predict ``perm_frame`` each time."""
+        msg = {
+            "op": "refit",
+            "data": bytes(recipe),
+            "columns": list(columns),
+            "frame": frame,
+            "perm_frame": perm_frame,
+            "permutations": permutations,
+            "seed": seed,
+        }
+        reply = self._request(msg, timeout_s or self.limits.call_timeout_s, "refit")
+        raw = _b64(reply.get("f8"))
+        if raw is None:
+            raise SandboxError(_text(reply.get("problem")) or "the refit sent no predictions")
+        n = len(frame) + permutations * len(perm_frame)
+        if len(raw) != 8 * n:
+            raise SandboxError(f"the refit did not return {n} numbers")
+        values = np.frombuffer(raw, dtype="<f8").astype(float)
+        if not np.isfinite(values).all():
+            raise SandboxError("the refit returned NaN or infinite values")
+        rest = values[len(frame) :]
+        return values[: len(frame)], [
+            rest[i * len(perm_frame) : (i + 1) * len(perm_frame)] for i in range(permutations)
+        ]
+
     def load_pipeline(self, data: bytes) -> None:
         """Unpickle ``data`` inside the worker and make it the submitted pipeline."""
         self._request({"op": "load", "data": bytes(data)}, self.limits.call_timeout_s, "ok")
@@ -316,9 +370,11 @@ def _submit_request(msg: dict[str, Any]) -> SubmitRequest:
     """Rebuild a SubmitRequest from untrusted JSON, type-checking every field."""
     proba, problem = msg.get("proba"), msg.get("problem")
     if proba is not None:
-        if isinstance(proba, list) and all(_is_number(v) for v in proba):
-            proba = [float(v) for v in proba]
-        else:
+        try:
+            if not (isinstance(proba, list) and all(_is_number(v) for v in proba)):
+                raise ValueError
+            proba = [float(v) for v in proba]  # a huge JSON integer raises OverflowError
+        except (ValueError, OverflowError):
             proba, problem = None, "the sandbox sent malformed values"
     shape = msg.get("shape")
     if not (isinstance(shape, list) and all(type(n) is int for n in shape)):
@@ -333,7 +389,20 @@ def _submit_request(msg: dict[str, Any]) -> SubmitRequest:
         key=key,
         has_pipeline=msg.get("has_pipeline") is True,
         pipeline_problem=_text(msg.get("pipeline_problem")),
+        recipe=_b64(msg.get("recipe_b64")),
+        check_code=msg.get("check_code") if msg.get("check_code") in SUBMIT_CHECKS else None,
+        check_problem=_text(msg.get("check_problem")),
     )
+
+
+def _b64(value: Any) -> bytes | None:
+    """Bytes the worker sent as base64, or None when they are missing or malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _text(value: Any, limit: int = 2000) -> str | None:

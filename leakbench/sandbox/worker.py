@@ -20,7 +20,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from leakbench.sandbox import containment, introspect
+from leakbench.sandbox import containment, introspect, refit
 from leakbench.sandbox.capture import BoundedText, FdCapture, shape_output
 from leakbench.sandbox.models import PROBA_KEYS
 from leakbench.sandbox.protocol import recv_pickle, send_json
@@ -41,6 +41,8 @@ class _State:
     mode: str
     limits: dict[str, Any]
     ns: dict[str, Any]
+    train: Any  # pristine copies of the frames, out of the agent's namespace (refit checks)
+    test: Any
     text: BoundedText
     fdcap: FdCapture
     n_columns = 0
@@ -110,6 +112,8 @@ def _serve() -> None:
         "fingerprint": _fingerprint,
         "pickle": _pickle,
         "load": _load,
+        "recipe": _recipe,
+        "refit": _refit,
         "ping": lambda msg: {"type": "pong"},
     }
     while True:
@@ -163,6 +167,7 @@ def _init(msg: dict[str, Any]) -> dict[str, Any]:
         submit_answer=submit_answer,
     )
     S.n_columns = len(msg["train_df"].columns)
+    S.train, S.test = msg["train_df"].copy(), msg["test_df"].copy()
     return {"type": "ready", "pid": os.getpid()}
 
 
@@ -257,6 +262,8 @@ def submit_answer(answer: Any = None, **kwargs: Any) -> str:
         frozen = _freeze(pipeline) if pipeline is not None else None
         if isinstance(frozen, str):
             request["pipeline_problem"] = frozen
+        elif frozen is not None:
+            request.update(_check_submission(pipeline))
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         try:
             # The alarm must not split this exchange, or the protocol would lose its place.
@@ -315,6 +322,22 @@ def _describe(answer: Any) -> tuple[dict[str, Any], Any]:
     return request, pipeline
 
 
+def _check_submission(pipeline: Any) -> dict[str, Any]:
+    """The recipe (for the harness to inspect) and what the grader's refit would reject."""
+    try:
+        recipe = refit.recipe_of(pipeline)
+    except Exception as exc:
+        return {"check_code": "pipeline_problem", "check_problem": str(exc)}
+    found = None
+    if S.limits.get("check_refit", True):
+        tolerance = float(S.limits.get("refit_tolerance", 1e-6))
+        found = refit.submission_problem(pipeline, recipe, S.train, S.test, tolerance)
+    checked: dict[str, Any] = {"recipe_b64": base64.b64encode(recipe).decode()}
+    if found is not None:
+        checked["check_code"], checked["check_problem"] = found
+    return checked
+
+
 def _freeze(pipeline: Any) -> bytes | str:
     """The pipeline pickled, or why it cannot be.
 
@@ -324,9 +347,14 @@ def _freeze(pipeline: Any) -> bytes | str:
     import cloudpickle
 
     try:
-        return cloudpickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
+        data = cloudpickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         return f"the pipeline cannot be pickled: {type(exc).__name__}: {exc}"
+    if len(data) > _MAX_PIPELINE_BYTES:
+        return (
+            f"the pickled pipeline is too large ({len(data)} bytes, at most {_MAX_PIPELINE_BYTES})"
+        )
+    return data
 
 
 def _keep_pipeline(pipeline: Any, frozen: bytes | str) -> None:
@@ -373,6 +401,39 @@ def _pickle(msg: dict[str, Any]) -> dict[str, Any]:
         problem = f"the pickled pipeline is too large ({len(data)} bytes)"
         return {"type": "pipeline", "b64": None, "problem": problem}
     return {"type": "pipeline", "b64": base64.b64encode(data).decode(), "problem": None}
+
+
+def _recipe(msg: dict[str, Any]) -> dict[str, Any]:
+    """``clone(pipeline)`` pickled, and the train columns it was fit on (grading worker)."""
+    if S.submitted is None:
+        return _no_pipeline()
+    try:
+        columns = refit.fit_columns(S.submitted, S.train, refit.TARGET)
+        data = refit.recipe_of(S.submitted)
+    except Exception as exc:
+        return {"type": "recipe", "b64": None, "columns": None, "problem": str(exc)}
+    return {"type": "recipe", "b64": base64.b64encode(data).decode(), "columns": columns}
+
+
+def _refit(msg: dict[str, Any]) -> dict[str, Any]:
+    """Fit a recipe on train_df (real, then permuted labels) and predict (clean worker)."""
+    import numpy as np
+
+    try:
+        recipe = pickle.loads(msg["data"])
+        values = refit.refit_predictions(
+            recipe,
+            S.train,
+            list(msg["columns"]),
+            msg["frame"],
+            msg["perm_frame"],
+            int(msg["permutations"]),
+            int(msg["seed"]),
+        )
+    except Exception as exc:
+        return {"type": "refit", "f8": None, "problem": f"{type(exc).__name__}: {exc}"}
+    data = np.ascontiguousarray(values, dtype="<f8").tobytes()
+    return {"type": "refit", "f8": base64.b64encode(data).decode(), "problem": None}
 
 
 def _load(msg: dict[str, Any]) -> dict[str, Any]:
