@@ -2,9 +2,13 @@
 
 Every local policy runs over K seeds through the same machinery as ``leakbench run``
 (``execute_run``: sandbox, tools, pipeline audit, grade), one run per policy. Trap policies fall
-into exactly one leak each and must never pass, with their leak named in the reasons; the honest
-ladder's pass rates should rise with quality; and the oracle reference (the true probabilities,
-graded directly) should pass nearly always.
+into exactly one trap each and must never pass, never end in ``error`` (an infrastructure outcome
+is left out of the pass rate and re-run: a free re-roll), and must have their own reason named in
+nearly every episode: one of the failed-check codes they expect (``Policy.expect``), or for a
+column trap "leak" with its own column in ``leaks_detected``. The honest ladder must be strictly
+ordered by mean score, its pass rates must not fall with quality, and no honest policy may fail
+any check but the score threshold. The oracle reference (the true probabilities, graded directly)
+should pass nearly always.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from leakbench.agents.local import POLICIES, LocalAgent
+from leakbench.agents.local import POLICIES, PRIOR, LocalAgent
 from leakbench.grading.grade import PipelineEvidence, grade
 from leakbench.runner.prompts import build_prompts
 from leakbench.runner.run import QuietObserver, execute_run
@@ -26,10 +30,13 @@ from leakbench.settings import LOWER_IS_BETTER, Settings
 from leakbench.stats import pass_rate
 from leakbench.store.runs import EpisodeRecord, RunDir, utc_now
 from leakbench.task.generate import make_instance
+from leakbench.task.keys import new_key
 
-PREPROCESSING = "preprocessing"  # the trap that is not a column: caught by the fingerprint
+PREPROCESSING = "preprocessing"  # the trap that is not a column: caught by fingerprint/refit
 ORACLE = "oracle (reference)"
 ORACLE_MIN_PASS = 0.95
+NAMED_MIN = 0.96  # a trap's own reason must be named in at least this share of its episodes
+HONEST_MAY_FAIL = frozenset({"threshold"})  # the only check an honest policy may fail
 
 
 @dataclass
@@ -46,8 +53,14 @@ class PolicyRow:
     mean_score: float | None
     outcomes: dict[str, int]
     detections: dict[str, int]  # leak kind (or "preprocessing") -> episodes it was flagged in
-    leak_named: int | None = None  # traps: episodes whose reasons name the trap's leak
+    leak_named: int | None = None  # traps: episodes whose failed checks name the trap's reason
     run_id: str | None = None
+    failed_checks: dict[str, int] = field(default_factory=dict)  # code -> episodes it failed in
+    expect: tuple[str, ...] = ()  # traps: the codes that name their own reason
+
+    @property
+    def errors(self) -> int:
+        return self.outcomes.get("error", 0)
 
 
 @dataclass
@@ -67,24 +80,46 @@ class SelfCheck:
         found = []
         for row in self.rows:
             if row.role == "trap":
-                if row.passed:
-                    found.append(f"{row.policy} passed {row.passed} of {row.episodes} episodes")
-                if row.leak_named is not None and row.leak_named < row.episodes:
-                    missing = row.episodes - row.leak_named
-                    found.append(f"{row.policy}: its leak is not named in {missing} episodes")
+                found += _trap_problems(row)
+            if row.role == "honest":
+                for code, n in sorted(row.failed_checks.items()):
+                    if code not in HONEST_MAY_FAIL:
+                        found.append(
+                            f"honest {row.policy} was flagged by check {code!r} in {n} of "
+                            f"{row.episodes + row.errors} episodes"
+                        )
             if row.role == "reference" and (row.pass_rate or 0.0) < ORACLE_MIN_PASS:
                 rate = row.pass_rate or 0.0
                 found.append(f"the oracle passes only {rate:.0%} (at least {ORACLE_MIN_PASS:.0%})")
-        return found
+        return found + self.ladder_problems()
 
     def ladder(self) -> list[PolicyRow]:
         """Honest policies in order of quality (low to high)."""
         ranked = [r for r in self.rows if r.role == "honest" and POLICIES[r.policy].rank]
         return sorted(ranked, key=lambda r: POLICIES[r.policy].rank)
 
+    def ladder_problems(self) -> list[str]:
+        """Where the honest ladder is out of order: each step up must have a strictly better
+        mean score (in the metric's direction) and a pass rate no lower."""
+        found = []
+        for low, high in itertools.pairwise(self.ladder()):
+            a, b = low.mean_score, high.mean_score
+            if a is None or b is None:
+                found.append(f"honest ladder: no mean score for {low.policy} or {high.policy}")
+            elif not (b < a if self.lower_is_better else b > a):
+                found.append(
+                    f"honest ladder out of order: {high.policy} (mean {self.metric} {b:.4f}) is "
+                    f"not better than {low.policy} ({a:.4f}) below it"
+                )
+            if (high.pass_rate or 0.0) < (low.pass_rate or 0.0):
+                found.append(
+                    f"honest ladder: {high.policy} passes {high.pass_rate or 0.0:.0%}, less than "
+                    f"{low.policy} ({low.pass_rate or 0.0:.0%}) below it"
+                )
+        return found
+
     def ladder_rises(self) -> bool:
-        rates = [r.pass_rate or 0.0 for r in self.ladder()]
-        return all(a <= b for a, b in itertools.pairwise(rates))
+        return not self.ladder_problems()
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -94,15 +129,41 @@ class SelfCheck:
         return json.dumps(data, indent=2)
 
 
+def _trap_problems(row: PolicyRow) -> list[str]:
+    found = []
+    if row.passed:
+        found.append(f"{row.policy} passed {row.passed} of {row.episodes} episodes")
+    if row.errors:
+        found.append(
+            f"{row.policy} ended {row.errors} episodes in error (an infrastructure outcome, "
+            "left out of the pass rate and re-run: a free re-roll)"
+        )
+    # named in at least NAMED_MIN of its graded episodes (48 of 50), in integers
+    if row.leak_named is not None and row.leak_named * 100 < NAMED_MIN * 100 * row.episodes:
+        missing = row.episodes - row.leak_named
+        what = " or ".join(row.expect) or "its reason"
+        found.append(
+            f"{row.policy}: its own reason ({what}) is not named in {missing} of "
+            f"{row.episodes} episodes (at least {NAMED_MIN:.0%} needed)"
+        )
+    return found
+
+
 def applicable(policy: str, settings: Settings) -> str | None:
     """Why ``policy`` does not apply to these settings (None: it does)."""
-    leak = POLICIES[policy].leak
-    if leak is None:
-        return None
-    if leak == PREPROCESSING:
-        return None if settings.grading.fingerprint else "grading.fingerprint is off"
-    if leak not in settings.task.leaks:
-        return f"the preset has no {leak} leak"
+    p = POLICIES[policy]
+    if p.leak == PREPROCESSING:
+        if not (settings.grading.fingerprint or getattr(settings.grading, "refit_check", False)):
+            return "grading.fingerprint and grading.refit_check are off"
+    elif p.leak is not None and p.leak not in settings.task.leaks:
+        return f"the preset has no {p.leak} leak"
+    for need in p.needs:
+        if need == PRIOR:
+            # getattr: settings from before task.family.prior existed have none
+            if getattr(settings.task.family, "prior", None) is None:
+                return "the preset publishes its family (no task.family.prior)"
+        elif need not in settings.task.leaks:
+            return f"the preset has no {need} leak"
     return None
 
 
@@ -170,10 +231,10 @@ def _run_policy(
     for record in records:
         kinds = _kinds_of(run, record.index)
         flagged = {kinds.get(c, c) for c in record.leaks_detected}
-        if any(r.startswith("preprocessing fit on test rows") for r in record.reasons):
+        if "fingerprint" in record.failed_checks:
             flagged.add(PREPROCESSING)
         detections.update(flagged)
-        if policy.leak is not None and _names_leak(record, policy.leak, kinds):
+        if record.outcome != "error" and names_own_reason(record, name, kinds):
             named += 1
     return _row(
         name,
@@ -183,6 +244,7 @@ def _run_policy(
         dict(detections),
         named if policy.role == "trap" else None,
         run.run_id,
+        policy.expect,
     )
 
 
@@ -196,11 +258,15 @@ def _kinds_of(run: RunDir, index: int) -> dict[str, str]:
     return {c["name"]: c["leak_kind"] for c in columns if c.get("leak_kind")}
 
 
-def _names_leak(record: EpisodeRecord, leak: str, kinds: dict[str, str]) -> bool:
-    if leak == PREPROCESSING:
-        return any(r.startswith("preprocessing fit on test rows") for r in record.reasons)
-    columns = [c for c, k in kinds.items() if k == leak]
-    return any(c in r for c in columns for r in record.reasons)
+def names_own_reason(record: EpisodeRecord, policy: str, kinds: dict[str, str]) -> bool:
+    """Whether the episode's failed checks name the trap's own reason (read from the codes,
+    never from the sentences): "leak" with its own column in ``leaks_detected`` for a column
+    trap, else any of the codes it expects."""
+    p = POLICIES[policy]
+    if p.leak is not None and p.leak != PREPROCESSING:
+        own = {c for c, k in kinds.items() if k == p.leak}
+        return "leak" in record.failed_checks and bool(own & set(record.leaks_detected))
+    return any(code in record.failed_checks for code in p.expect)
 
 
 def _row(
@@ -211,8 +277,12 @@ def _row(
     detections: dict[str, int],
     named: int | None,
     run_id: str | None,
+    expect: tuple[str, ...] = (),
 ) -> PolicyRow:
     outcomes = Counter(r.outcome for r in records)
+    failed: Counter[str] = Counter()
+    for r in records:
+        failed.update(set(r.failed_checks))
     rate = pass_rate(records)
     scores = [r.score for r in records if r.score is not None]
     return PolicyRow(
@@ -228,6 +298,8 @@ def _row(
         detections=detections,
         leak_named=named,
         run_id=run_id,
+        failed_checks=dict(failed),
+        expect=expect,
     )
 
 
@@ -240,7 +312,9 @@ def oracle_row(settings: Settings, seeds: int) -> PolicyRow:
     records = []
     for i in range(seeds):
         seed = settings.task.seed + i
-        instance = make_instance(settings.task, seed)
+        instance = make_instance(
+            settings.task, seed, key=None if settings.task.public_seeds else new_key()
+        )
         evidence = PipelineEvidence(
             test_proba=instance.oracle_test,
             holdout_proba=instance.oracle_holdout,
@@ -258,6 +332,7 @@ def oracle_row(settings: Settings, seeds: int) -> PolicyRow:
                 score=result.score,
                 reasons=result.reasons,
                 leaks_detected=result.leaks_detected,
+                failed_checks=result.failed_checks,
                 threshold=settings.grading.threshold,
                 metric=settings.grading.metric,
                 started_at=utc_now(),
