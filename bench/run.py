@@ -6,7 +6,8 @@ Prints, in one run on this machine:
 - episodes/s of local/baseline through the harness at concurrency 1, 2 and 4 (zygote already
   warm), against episodes/s of the same instance generation, model fit, evidence predictions and
   grading done directly in plain processes (1 and 2 of them): the ratio is the harness overhead;
-- the CPU one episode costs the whole machine (kernel included), directly and through the harness;
+- the CPU one episode costs the whole machine (kernel included), directly and through the harness,
+  and through the harness with the refit checks off and on (their price);
 - episodes/s against the fake Anthropic server with a simulated 50 ms model latency per reply at
   concurrency 32 (two model turns per episode: explore, then submit), once with a constant
   submission (model-bound) and once with the baseline pipeline (sandbox-CPU-bound).
@@ -175,6 +176,18 @@ def main() -> None:
         print(
             f"CPU per episode, whole machine: direct {cpu[0]:.0f} ms, harness {cpu[1]:.0f} ms "
             f"(overhead {cpu[1] - cpu[0]:.0f} ms)"
+        )
+        # The refit checks' price: the same run with them off (as before they existed) and on.
+        by_refit = {}
+        for on in (False, True):
+            before = busy_cpu_s()
+            harness_rate(
+                settings.with_overrides({"grading.refit_check": on}), pool, args.episodes, 1
+            )
+            by_refit[on] = 1000 * (busy_cpu_s() - before) / args.episodes
+        print(
+            f"CPU per episode, refit checks off / on: {by_refit[False]:.0f} / {by_refit[True]:.0f} "
+            f"ms (x{by_refit[True] / by_refit[False]:.2f})"
         )
         n = max(args.episodes, 64)
         for fit, what in ((False, "constant submission"), (True, "baseline pipeline")):

@@ -73,6 +73,7 @@ class SelfCheck:
     lower_is_better: bool
     rows: list[PolicyRow]
     skipped: dict[str, str] = field(default_factory=dict)  # policy -> why it did not run
+    linear: bool = False  # the family's logit is linear: the ladder uses Policy.linear_rank
     results_dir: str | None = None  # where the runs were kept (None: a temporary folder)
 
     def problems(self) -> list[str]:
@@ -93,10 +94,15 @@ class SelfCheck:
                 found.append(f"the oracle passes only {rate:.0%} (at least {ORACLE_MIN_PASS:.0%})")
         return found + self.ladder_problems()
 
+    def rank(self, policy: str) -> int:
+        """The policy's place on this family's honest ladder (0: not on it)."""
+        p = POLICIES[policy]
+        return p.linear_rank if self.linear else p.rank
+
     def ladder(self) -> list[PolicyRow]:
         """Honest policies in order of quality (low to high)."""
-        ranked = [r for r in self.rows if r.role == "honest" and POLICIES[r.policy].rank]
-        return sorted(ranked, key=lambda r: POLICIES[r.policy].rank)
+        ranked = [r for r in self.rows if r.role == "honest" and self.rank(r.policy)]
+        return sorted(ranked, key=lambda r: self.rank(r.policy))
 
     def ladder_problems(self) -> list[str]:
         """Where the honest ladder is out of order: each step up must have a strictly better
@@ -149,6 +155,12 @@ def _trap_problems(row: PolicyRow) -> list[str]:
     return found
 
 
+def is_linear(settings: Settings) -> bool:
+    """Whether every instance's logit is linear in the features (the seed family)."""
+    family = settings.task.family
+    return family.prior is None and not family.interactions and not family.nonlinear
+
+
 def applicable(policy: str, settings: Settings) -> str | None:
     """Why ``policy`` does not apply to these settings (None: it does)."""
     p = POLICIES[policy]
@@ -193,7 +205,11 @@ def run_selfcheck(
         rows=[],
         skipped=skipped,
         results_dir=str(keep_in) if keep_in is not None else None,
+        linear=is_linear(settings),
     )
+    # One secret key for every policy and the oracle: they all meet the same instances, so
+    # their scores compare pair by pair, not through the noise of different draws.
+    key = None if settings.task.public_seeds else new_key()
     with tempfile.TemporaryDirectory(prefix="leakbench-selfcheck-") as tmp:
         results = Path(keep_in) if keep_in is not None else Path(tmp)
         with SandboxPool() as pool:
@@ -201,8 +217,10 @@ def run_selfcheck(
             for name in names:
                 if name in skipped:
                     continue
-                check.rows.append(_run_policy(settings, name, seeds, results, pool, on_episode))
-    check.rows.append(oracle_row(settings, seeds))
+                check.rows.append(
+                    _run_policy(settings, name, seeds, results, pool, on_episode, key)
+                )
+    check.rows.append(oracle_row(settings, seeds, key))
     return check
 
 
@@ -213,9 +231,10 @@ def _run_policy(
     results: Path,
     pool: SandboxPool,
     on_episode: Callable[[str, EpisodeRecord], None] | None,
+    key: bytes | None,
 ) -> PolicyRow:
     run_settings = settings.with_overrides({"agent.model": f"local/{name}", "run.runs": seeds})
-    run = RunDir.create(results, run_settings, ["leakbench", "selfcheck", name])
+    run = RunDir.create(results, run_settings, ["leakbench", "selfcheck", name], key=key)
     result = execute_run(
         run,
         run_settings,
@@ -303,18 +322,20 @@ def _row(
     )
 
 
-def oracle_row(settings: Settings, seeds: int) -> PolicyRow:
-    """The true probabilities Phi(f/sd), graded directly with ``grade()`` on the same seeds.
+def oracle_row(settings: Settings, seeds: int, key: bytes | None) -> PolicyRow:
+    """The true probabilities Phi(f/sd) of the private instances (``key``), graded directly
+    with ``grade()`` on the same seeds.
 
-    The evidence is what a pipeline computing them would produce: its own test and holdout
-    probabilities, and shuffled-leak predictions equal to the unshuffled ones (it reads no leak).
+    No sandboxed policy can know the hidden process, so the grader computes this reference from
+    the private instance. The evidence is what a pipeline computing the true probabilities
+    would produce: its own test and holdout probabilities, and shuffled-leak predictions equal
+    to the unshuffled ones (it reads no leak). It has no recipe to refit: the refit checks
+    are not measured for it.
     """
     records = []
     for i in range(seeds):
         seed = settings.task.seed + i
-        instance = make_instance(
-            settings.task, seed, key=None if settings.task.public_seeds else new_key()
-        )
+        instance = make_instance(settings.task, seed, key=key)
         evidence = PipelineEvidence(
             test_proba=instance.oracle_test,
             holdout_proba=instance.oracle_holdout,

@@ -293,13 +293,14 @@ class GradingSettings(Section):
         default=1e-6, ge=0, description="largest difference the refit may show"
     )
     label_permutations: int = Field(
-        default=2, ge=1, le=20, description="refits on permuted labels for label dependence"
+        default=3, ge=1, le=20, description="refits on permuted labels for label dependence"
     )
     label_skill_ratio: float = Field(
-        default=0.5,
+        default=0.8,
         gt=0,
         le=1,
-        description="share of its holdout skill (AUROC - 0.5) a refit on permuted labels may keep",
+        description="fail when every refit on permuted labels keeps more than this share of "
+        "the pipeline's holdout skill (AUROC - 0.5)",
     )
     ceiling_check: bool = Field(default=True, description="flag AUROC above the Bayes ceiling")
     ceiling_z: float = Field(default=3.0, gt=0, description="standard errors above the oracle")

@@ -59,7 +59,9 @@ def test_traps_without_their_leak_are_skipped_on_seed():
 
 
 def test_oracle_reference_passes_and_is_flagged_by_nothing():
-    row = oracle_row(_settings("default"), 3)
+    from leakbench.task.keys import new_key
+
+    row = oracle_row(_settings("default"), 3, new_key())
     assert row.passed == 3 and row.detections == {} and row.mean_score == 0.0
 
 

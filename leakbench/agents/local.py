@@ -654,7 +654,11 @@ class Policy:
     # For the self-check: "honest" (ranked by quality), "trap" (falls into one leak), "other".
     role: str = "other"
     leak: str | None = None  # the trap's leak kind ("preprocessing": not a column)
-    rank: int = 0  # honest ladder position, low to high quality
+    # Honest ladder position, low to high quality (0: not on the ladder). Quality depends on
+    # the family: ``rank`` where the logit has interactions and curvature (default,
+    # disguised), ``linear_rank`` where it is linear (seed), as there trees only add variance.
+    rank: int = 0
+    linear_rank: int = 0
     # Traps: failed-check codes (grading.grade.FAILED_CHECKS) of which at least one must be in
     # an episode's failed_checks for the trap's own reason to count as named. A column trap
     # ("leak") must also have its own column in leaks_detected.
@@ -686,6 +690,7 @@ POLICIES: dict[str, Policy] = {
         _fit_and_submit(ALL_LEAKS),
         role="honest",
         rank=2,
+        linear_rank=3,
     ),
     "leaky": _policy("keeps every column, leaks included", _fit_and_submit("[]")),
     "partial": _policy(
@@ -702,6 +707,7 @@ POLICIES: dict[str, Policy] = {
         _fit_and_submit(ALL_LEAKS, numeric_only=True),
         role="honest",
         rank=1,
+        linear_rank=2,
     ),
     "boosted": _policy(
         "drops the leaks it finds; gradient-boosted trees (HistGradientBoosting, native "
@@ -709,6 +715,7 @@ POLICIES: dict[str, Policy] = {
         _FIND_LEAKS + _BOOSTED,
         role="honest",
         rank=4,
+        linear_rank=1,
     ),
     "tuned": _policy(
         "drops the leaks it finds; logistic regression on degree-2 polynomial numerics "

@@ -98,7 +98,6 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def _table(check: SelfCheck) -> Table:
-    from leakbench.agents.local import POLICIES
 
     op = "<=" if check.lower_is_better else ">="
     table = Table(
@@ -127,8 +126,8 @@ def _table(check: SelfCheck) -> Table:
             else f"{row.pass_rate:.0%} [{row.interval[0]:.0%}, {row.interval[1]:.0%}]"
         )
         role = row.role
-        if row.role == "honest" and POLICIES[row.policy].rank:
-            role = f"honest #{POLICIES[row.policy].rank}"
+        if row.role == "honest" and check.rank(row.policy):
+            role = f"honest #{check.rank(row.policy)}"
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(row.outcomes.items())) or "-"
         named = "-" if row.leak_named is None else f"{row.leak_named}/{row.episodes}"
         name = row.policy if row.role == "reference" else f"local/{row.policy}"
