@@ -215,33 +215,27 @@ def test_no_pipeline(session):
         session.predict_proba(pd.DataFrame())
 
 
+SLOW_PIPELINE = (
+    "import time\n"
+    "from sklearn.base import BaseEstimator\n"
+    "class Slow(BaseEstimator):\n"
+    "    def predict_proba(self, X):\n"
+    "        time.sleep(60)\n"
+    "submit_answer({'proba': [0.5] * 200, 'pipeline': Slow()})"
+)
+
+
 def test_hanging_predict_times_out_and_pipeline_survives_restart(pool, frames):
     train, test, _ = frames
-    code = (
-        "import time\n"
-        "from sklearn.base import BaseEstimator\n"
-        "class Slow(BaseEstimator):\n"
-        "    def predict_proba(self, X):\n"
-        "        time.sleep(60)\n"
-        "submit_answer({'proba': [0.5] * 200, 'pipeline': Slow()})"
-    )
     # Without the submission check, which would run (and time out on) predict_proba itself.
     unchecked = dataclasses.replace(LIMITS, check_refit=False)
     with pool.open(train, test, unchecked) as session:
-        _hang_and_restore(session, test, code)
+        _hang_and_restore(session, test, SLOW_PIPELINE)
 
 
 def test_a_pipeline_whose_predict_hangs_is_stopped_at_submission(session):
-    code = (
-        "import time\n"
-        "from sklearn.base import BaseEstimator\n"
-        "class Slow(BaseEstimator):\n"
-        "    def predict_proba(self, X):\n"
-        "        time.sleep(60)\n"
-        "submit_answer({'proba': [0.5] * 200, 'pipeline': Slow()})"
-    )
     recorder = Recorder()
-    result = session.execute(code, on_submit=recorder)
+    result = session.execute(SLOW_PIPELINE, on_submit=recorder)
     assert result.timed_out and not recorder.requests
 
 

@@ -137,7 +137,10 @@ def grade(
         "oracle_auroc": instance.oracle_auroc,
     }
     metrics["regret"] = instance.oracle_auroc - metrics["auroc"]
-    checks: dict[str, Any] = {"ceiling": _ceiling(instance, metrics["auroc"]), "pipeline": False}
+    checks: dict[str, Any] = {
+        "ceiling": _ceiling(instance.y_test, metrics["auroc"], instance.oracle_auroc),
+        "pipeline": False,
+    }
     if evidence is not None:
         _measure_pipeline(instance, p, evidence, metrics, checks)
     return verdict(metrics, checks, grading)
@@ -284,15 +287,14 @@ def regrade(previous: Grade, grading: GradingSettings) -> Grade:
     return verdict(dict(previous.metrics), dict(previous.checks), grading)
 
 
-def _ceiling(instance: Instance, auc: float) -> dict[str, float]:
+def _ceiling(y: np.ndarray, auc: float, oracle_auc: float) -> dict[str, float]:
     # No honest model ranks better than the Bayes-optimal one except by sampling luck, which the
     # Hanley-McNeil standard error of the submitted AUROC bounds; far above the oracle on the
     # same rows, label information must have leaked into the features. (The SE is taken at the
     # submitted AUROC: at the oracle's it can exceed 1 - oracle, letting a perfect score through.)
-    y = instance.y_test
     n_pos = int(y.sum())
     se = m.hanley_mcneil_se(auc, n_pos, len(y) - n_pos)
-    excess = auc - instance.oracle_auroc
+    excess = auc - oracle_auc
     z = excess / se if se > 0 else (1e9 if excess > 0 else 0.0)
     return {"se": se, "excess": excess, "z": min(z, 1e9)}
 
@@ -326,19 +328,10 @@ def _measure_pipeline(
             for column, shuffled in evidence.shuffled_test.items():
                 audit[column] = max(audit.get(column, 0.0), float(np.max(np.abs(shuffled - tp))))
         checks["leak_audit"] = audit
-        checks["holdout_ceiling"] = _holdout_ceiling(instance, metrics["holdout_auroc"])
+        checks["holdout_ceiling"] = _ceiling(
+            instance.y_holdout, metrics["holdout_auroc"], instance.holdout_oracle_auroc
+        )
     checks["fingerprint"] = list(evidence.fingerprint_reasons)
-
-
-def _holdout_ceiling(instance: Instance, auc: float) -> dict[str, float]:
-    # As the public test's ceiling: nothing without label information ranks the holdout rows
-    # better than the Bayes-optimal scores, beyond the sampling error of the AUROC.
-    y = instance.y_holdout
-    n_pos = int(y.sum())
-    se = m.hanley_mcneil_se(auc, n_pos, len(y) - n_pos)
-    excess = auc - instance.holdout_oracle_auroc
-    z = excess / se if se > 0 else (1e9 if excess > 0 else 0.0)
-    return {"se": se, "excess": excess, "z": min(z, 1e9)}
 
 
 # Below this much holdout skill (AUROC - 0.5) there is nothing to attribute to the labels.
