@@ -89,7 +89,10 @@ class SelfCheck:
                             f"honest {row.policy} was flagged by check {code!r} in {n} of "
                             f"{row.episodes + row.errors} episodes"
                         )
-            if row.role == "reference" and (row.pass_rate or 0.0) < ORACLE_MIN_PASS:
+            # Graded on the 200 public test rows (seed), even the Bayes-optimal scores pass only
+            # ~40% of a threshold set there; only a holdout metric can ask the oracle to pass.
+            holdout = self.metric.startswith("holdout")
+            if row.role == "reference" and holdout and (row.pass_rate or 0.0) < ORACLE_MIN_PASS:
                 rate = row.pass_rate or 0.0
                 found.append(f"the oracle passes only {rate:.0%} (at least {ORACLE_MIN_PASS:.0%})")
         return found + self.ladder_problems()

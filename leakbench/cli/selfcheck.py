@@ -47,7 +47,7 @@ def selfcheck_command(
     Exits 1 when a trap passes an episode, ends one in error, or has its own reason named in
     under 96% of its episodes; when an honest policy fails any check but the threshold; when
     the honest ladder is not strictly ordered by mean score (or a pass rate falls with
-    quality); or when the oracle passes under 95%.
+    quality); or, under a holdout metric, when the oracle passes under 95%.
 
     Example: leakbench selfcheck --preset default --seeds 50
     """
