@@ -234,6 +234,15 @@ def _source_tree() -> str | None:
     return parent
 
 
+def _other_checkout(path: str) -> bool:
+    """Whether ``path`` is a folder holding a leakbench package other than a site-packages
+    folder: another checkout on sys.path (e.g. an editable install of a second copy), with its
+    own README, presets and results, which a worker must not see either."""
+    if os.path.basename(path) in ("site-packages", "dist-packages"):
+        return False
+    return os.path.isfile(os.path.join(path, "leakbench", "__init__.py"))
+
+
 def _resolve(path: str, links: dict[str, str], depth: int = 0) -> str:
     """The real path of ``path``, recording each symlink met on the way (path -> its text)."""
     if depth > 40:
@@ -296,7 +305,7 @@ def _plan_view() -> View:
         found: dict[str, str] = {}
         real = _resolve(os.path.normpath(path), found)
         # "/" is on the zygote's sys.path as its working directory, the source tree as PYTHONPATH.
-        if real in ("/", tree) or not os.path.exists(real):
+        if real in ("/", tree) or _other_checkout(real) or not os.path.exists(real):
             continue
         targets.add(real)
         links.update(found)
