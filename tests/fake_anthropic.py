@@ -275,7 +275,8 @@ class FakeAnthropic:
                 _close_quietly(sock)
             self._sockets.clear()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=30)
+            assert not self._thread.is_alive(), "the fake API server did not stop"
         self._httpd = None
 
     def __enter__(self) -> FakeAnthropic:

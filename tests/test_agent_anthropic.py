@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import socket
 import threading
 import time
 from pathlib import Path
@@ -93,7 +95,7 @@ def make_agent(
     server: FakeAnthropic,
     *,
     max_retries: int = 2,
-    timeout_s: float = 5.0,
+    timeout_s: float = 60.0,  # generous: only the tests about timeouts set a short one
     api_key: str = DEFAULT_API_KEY,
     price: ModelPrice | None = PRICE,
 ) -> AnthropicAgent:
@@ -363,6 +365,9 @@ def test_prompt_too_long_is_context_overflow(server: FakeAnthropic) -> None:
 
 @pytest.mark.parametrize("fault", [rate_limited(), overloaded(), server_error()])
 def test_retryable_status_then_success(server: FakeAnthropic, fault) -> None:
+    # retry-after-ms asks for 1 ms, retry-after for 30 s: a bound far from both that holds on a
+    # busy machine.
+    fault = dataclasses.replace(fault, headers={**fault.headers, "retry-after": "30"})
     server.script = lambda body: text_reply("recovered")
     server.fail_first(1, fault)
     started = time.monotonic()
@@ -371,7 +376,7 @@ def test_retryable_status_then_success(server: FakeAnthropic, fault) -> None:
     assert len(server.message_requests()) == 2
     assert server.message_requests()[1].headers["x-stainless-retry-count"] == "1"
     assert turn.records[0]["retries"] == 1
-    assert time.monotonic() - started < 2  # the retry-after header was honoured
+    assert time.monotonic() - started < 15  # the retry-after-ms header was honoured
 
 
 def test_persistent_500_is_agent_error_after_the_sdk_retries(server: FakeAnthropic) -> None:
@@ -385,18 +390,25 @@ def test_persistent_500_is_agent_error_after_the_sdk_retries(server: FakeAnthrop
     assert len(server.message_requests()) == 3
 
 
+# A slow reply waits 10 minutes (stopping the server ends the wait): far past any timeout here,
+# so only the client's timeout can end the request, and the counts below are exact.
+
+
 def test_slow_reply_times_out_then_retry_succeeds(server: FakeAnthropic) -> None:
     server.script = lambda body: text_reply("in time")
-    server.fail_first(1, slow(2.0))
-    turn = make_agent(server, max_retries=1, timeout_s=0.3).next_turn([])
+    server.fail_first(1, slow(600.0))
+    # long enough for the retry's prompt reply even on a busy machine
+    turn = make_agent(server, max_retries=1, timeout_s=5.0).next_turn([])
     assert turn.text == "in time"
     assert len(server.message_requests()) == 2
 
 
 def test_slow_replies_past_every_retry_are_agent_error(server: FakeAnthropic) -> None:
-    server.script = lambda body: slow(2.0, then=text_reply("too late"))
+    server.script = lambda body: slow(600.0, then=text_reply("too late"))
+    started = time.monotonic()
     with pytest.raises(AgentError, match="timed out"):
-        make_agent(server, max_retries=1, timeout_s=0.3).next_turn([])
+        make_agent(server, max_retries=1, timeout_s=1.0).next_turn([])
+    assert time.monotonic() - started < 120  # ended by the timeout, not by the reply
     assert len(server.message_requests()) == 2
 
 
@@ -438,7 +450,7 @@ def test_concurrent_conversations_on_one_server(server: FakeAnthropic) -> None:
 
     server.script = script
     server.latency_s = 0.02
-    run = RunSettings(max_retries=0, request_timeout_s=5)
+    run = RunSettings(max_retries=0, request_timeout_s=60)
     client = make_client(run, api_key=DEFAULT_API_KEY, base_url=server.base_url)
     seen: dict[int, list[str]] = {}
 
@@ -450,8 +462,10 @@ def test_concurrent_conversations_on_one_server(server: FakeAnthropic) -> None:
     threads = [threading.Thread(target=episode, args=(k,)) for k in range(8)]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 120
     for t in threads:
-        t.join()
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not [t for t in threads if t.is_alive()], "conversations still running"
     assert seen == {k: [f"task{k}:0", f"task{k}:1", f"task{k}:2"] for k in range(8)}
 
 
@@ -510,14 +524,17 @@ def test_unknown_model_is_a_usage_error() -> None:
         assert info.value.exit_code == 2
 
 
-def test_unreachable_api_is_a_clear_error(server: FakeAnthropic) -> None:
-    base_url = server.base_url
-    server.stop()
-    client = make_client(
-        RunSettings(max_retries=0, request_timeout_s=2), api_key="k", base_url=base_url
-    )
-    with pytest.raises(LeakbenchError, match="cannot reach") as info:
-        check_api_key(client, MODEL)
+def test_unreachable_api_is_a_clear_error() -> None:
+    # A port bound but not listening refuses connections, and no other process on the machine
+    # can start listening on it meanwhile (as it could on a closed server's port).
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        base_url = f"http://127.0.0.1:{held.getsockname()[1]}"
+        client = make_client(
+            RunSettings(max_retries=0, request_timeout_s=30), api_key="k", base_url=base_url
+        )
+        with pytest.raises(LeakbenchError, match="cannot reach") as info:
+            check_api_key(client, MODEL)
     assert info.value.exit_code == 1
 
 

@@ -630,9 +630,11 @@ def _hostile_inputs() -> dict[str, bytes]:
 @pytest.mark.parametrize("name", ["dag", "shared key", "deep", "nested", "wide", "calls", "junk"])
 def test_hostile_input_is_handled_quickly(name):
     data = _hostile_inputs()[name]
-    start = time.perf_counter()
+    # CPU time, what such an input is built to burn: unlike wall time, not stretched by whatever
+    # else runs on the machine. (About 0.3 s for the slowest of these.)
+    start = time.process_time()
     reasons = inspect_recipe(data)
-    assert time.perf_counter() - start < 10
+    assert time.process_time() - start < 10
     assert reasons and all(isinstance(r, str) for r in reasons)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -121,16 +123,37 @@ def test_missing_api_key_fails_before_any_episode(cli, tmp_path):
     assert not results.exists()
 
 
-def _spawn(results: Path, runs: int, *extra: str) -> subprocess.Popen:
+@contextlib.contextmanager
+def _spawn(results: Path, runs: int, *extra: str) -> Iterator[subprocess.Popen]:
+    """`leakbench run` in a session of its own; killed on the way out if it still runs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
     cmd = [sys.executable, "-m", "leakbench", "-q", "--results-dir", str(results), "run"]
     cmd += ["--model", "local/baseline", "--runs", str(runs), "-j", "2", *extra]
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
+    try:
+        yield proc
+    finally:
+        # A failed test must not leave a run going; not yet reaped, its group id is still its own.
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
-def _wait_for_lines(results: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> Path:
+def _scratch_folders_of(pid: int) -> list[Path]:
+    """The sandbox scratch folders of harness ``pid``. Other harnesses on the machine have theirs
+    in the same temporary folder, and may remove them while we look."""
+    found = []
+    for owner in Path(tempfile.gettempdir()).glob("leakbench-sandbox-*/owner.lock"):
+        with contextlib.suppress(OSError):
+            if owner.read_text() == str(pid):
+                found.append(owner.parent)
+    return found
+
+
+def _wait_for_lines(results: Path, n: int, proc: subprocess.Popen, timeout: float = 180) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = [p for p in results.glob("*") if (p / "episodes.jsonl").exists()]
@@ -152,13 +175,12 @@ def _assert_complete(run: Path, runs: int) -> None:
 @pytest.mark.slow
 def test_kill_9_then_resume_gives_exactly_runs_episodes(cli, tmp_path):
     results = tmp_path / "results"
-    proc = _spawn(results, 24)
-    run = _wait_for_lines(results, 4, proc)
-    scratch = [p.parent for p in Path(tempfile.gettempdir()).glob("leakbench-sandbox-*/owner.pid")]
-    scratch = [p for p in scratch if (p / "owner.pid").read_text() == str(proc.pid)]
-    assert len(scratch) == 1
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
+    with _spawn(results, 24) as proc:
+        run = _wait_for_lines(results, 4, proc)
+        scratch = _scratch_folders_of(proc.pid)
+        assert len(scratch) == 1
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"
     # a crash mid-append leaves a truncated last line: resume must cope
     with open(run / "episodes.jsonl", "a") as handle:
@@ -176,10 +198,11 @@ def test_kill_9_then_resume_gives_exactly_runs_episodes(cli, tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_episodes_and_resume_completes(cli, tmp_path):
     results = tmp_path / "results"
-    proc = _spawn(results, 24)
-    run = _wait_for_lines(results, 3, proc)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    with _spawn(results, 24) as proc:
+        run = _wait_for_lines(results, 3, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        # the episodes under way wind down first, each on a busy machine
+        _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err.decode()
     assert f"leakbench run --resume {run.name}" in err.decode()
     manifest = json.loads((run / "manifest.json").read_text())

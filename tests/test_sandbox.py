@@ -6,11 +6,14 @@ harness, the pool and the bystander must still work and the bystander must keep 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import shutil
 import stat
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,13 @@ import pytest
 from leakbench.sandbox import CallResult, SandboxLimits, SandboxPool
 
 FAKE_KEY = "sk-ant-fake-key-for-tests-0123456789"
-LIMITS = SandboxLimits(call_timeout_s=1.0, memory_mb=1024, max_processes=16)
+# Calls that are not about the timeout get a generous one: on a busy machine even `1 + 1` may
+# wait a second for a core. The attacks that are about it get a short one, SHORT.
+LIMITS = SandboxLimits(call_timeout_s=60.0, memory_mb=1024, max_processes=16)
+SHORT = dataclasses.replace(LIMITS, call_timeout_s=1.0)
+# How long an interrupted call may take to yield before its worker is killed: long enough that
+# a busy machine does not turn a soft timeout into a restart.
+GRACE_S = 5.0
 
 
 def make_frames(n: int = 200, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -40,7 +49,7 @@ def pool():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
         mp.setenv("LEAKBENCH_SECRET", "hush")
-        with SandboxPool(grace_s=1.0) as p:
+        with SandboxPool(grace_s=GRACE_S) as p:
             yield p
 
 
@@ -52,15 +61,28 @@ def bystander(pool):
         yield session
 
 
-@pytest.fixture
-def session(pool, bystander):
+@contextlib.contextmanager
+def attacked(pool, bystander, limits: SandboxLimits):
+    """A session for one attack; afterwards, checks that the attack hurt nobody else."""
     train, test = make_frames()
-    with pool.open(train, test, LIMITS) as s:
+    with pool.open(train, test, limits) as s:
         yield s
-    # The attack must not have hurt anyone else.
     assert bystander.execute("kept").output == "42\n"
     with pool.open(train, test, LIMITS) as fresh:
         assert fresh.execute("train_df.shape").output == "(100, 8)\n"
+
+
+@pytest.fixture
+def session(pool, bystander):
+    with attacked(pool, bystander, LIMITS) as s:
+        yield s
+
+
+@pytest.fixture
+def short_session(pool, bystander):
+    """For the attacks that only a timeout stops."""
+    with attacked(pool, bystander, SHORT) as s:
+        yield s
 
 
 full_only = pytest.mark.skipif(os.geteuid() != 0, reason="full isolation needs root")
@@ -109,7 +131,8 @@ def test_print_values_guard_withholds_raw_data(session):
     assert session.execute("print(train_df['num_0'].mean().round(3))").output.count(".") == 1
 
 
-def test_soft_timeout_interrupts_and_keeps_state(session):
+def test_soft_timeout_interrupts_and_keeps_state(short_session):
+    session = short_session
     session.execute("keep = 'me'")
     result = session.execute("while True: pass")
     assert result.timed_out and not result.ok and not result.restarted
@@ -117,21 +140,23 @@ def test_soft_timeout_interrupts_and_keeps_state(session):
     assert session.execute("keep").output == "'me'\n"
 
 
-def test_c_level_loop_is_killed_and_restarted_with_data(session):
+def test_c_level_loop_is_killed_and_restarted_with_data(short_session):
+    session = short_session
     session.execute("gone = 1")
     start = time.monotonic()
     result = session.execute("sum(range(10**12))")
-    assert time.monotonic() - start < LIMITS.call_timeout_s + 5
+    # Run to its end the sum would take hours; killed, the call ends after timeout + grace.
+    assert time.monotonic() - start < 120
     assert result.restarted and result.timed_out and not result.ok
     assert "state" in result.output or "variables" in result.output
     assert "NameError" in session.execute("gone").output
     assert session.execute("train_df.shape").output == "(100, 8)\n"
 
 
-def test_own_signal_handler_ends_in_a_restart(session):
+def test_own_signal_handler_ends_in_a_restart(short_session):
     # The agent's handler replaces the sandbox's interrupt, so only the hard kill can stop it.
     code = "import signal\nsignal.signal(signal.SIGALRM, lambda *a: None)\nwhile True: pass"
-    result = session.execute(code)
+    result = short_session.execute(code)
     assert result.restarted and result.timed_out
 
 
@@ -159,10 +184,12 @@ def test_exit_is_an_error_not_a_crash(session):
 
 
 @full_only
-def test_fork_bomb_is_contained(session):
+def test_fork_bomb_is_contained(short_session):
+    session = short_session
     result = session.execute("import os\nwhile True: os.fork()")
     assert failed_or_restarted(result)
-    # No process of the bomb survives the call.
+    # No process of the bomb survives the call. Counted in the worker's own pid namespace, so
+    # whatever else runs on the machine (another suite's workers too) does not count.
     assert (
         session.execute("import os\nlen([p for p in os.listdir('/proc') if p.isdigit()])").output
         == "1\n"
@@ -200,12 +227,12 @@ def test_network_is_unreachable(session):
 
 
 @full_only
-@pytest.mark.parametrize(
-    "path", ["/tmp/leakbench-x", "/etc/leakbench-x", "/usr/leakbench-x", "REPO"]
-)
-def test_writes_outside_scratch_fail(session, path):
-    if path == "REPO":  # not even in the worker's view
-        path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "leakbench-x")
+@pytest.mark.parametrize("folder", ["/tmp", "/etc", "/usr", "REPO"])
+def test_writes_outside_scratch_fail(session, folder):
+    if folder == "REPO":  # not even in the worker's view
+        folder = os.path.dirname(os.path.dirname(__file__))
+    # A name of this test's own: another suite on the machine may be writing its own attempt.
+    path = os.path.join(folder, f"leakbench-{uuid.uuid4().hex}")
     result = session.execute(f"open({path!r}, 'w').write('x')")
     assert not result.ok
     assert any(
@@ -217,7 +244,7 @@ def test_writes_outside_scratch_fail(session, path):
 
 @full_only
 def test_dev_shm_is_the_workers_own(session):
-    name = f"/dev/shm/leakbench-{os.getpid()}-x"
+    name = f"/dev/shm/leakbench-{uuid.uuid4().hex}"
     assert session.execute(f"open({name!r}, 'w').write('x')").output == "1\n"
     assert not os.path.exists(name)  # a tmpfs of the worker's own, not the host's /dev/shm
 

@@ -13,7 +13,10 @@ import pytest
 from leakbench.grading.fingerprint import check_fingerprint
 from leakbench.sandbox import SandboxError, SandboxLimits, SandboxPool, SubmitReply, SubmitRequest
 
-LIMITS = SandboxLimits(call_timeout_s=5.0, memory_mb=1024)
+# Generous: fits and the submission-time refit must not race a busy machine. HANG is for the
+# call whose point is that its timeout stops it (its pipeline sleeps a minute).
+LIMITS = SandboxLimits(call_timeout_s=60.0, memory_mb=1024)
+HANG = dataclasses.replace(LIMITS, call_timeout_s=5.0)
 NUM = [f"num_{i}" for i in range(5)]
 
 PIPELINE = """
@@ -233,9 +236,11 @@ def test_hanging_predict_times_out_and_pipeline_survives_restart(pool, frames):
         _hang_and_restore(session, test, SLOW_PIPELINE)
 
 
-def test_a_pipeline_whose_predict_hangs_is_stopped_at_submission(session):
+def test_a_pipeline_whose_predict_hangs_is_stopped_at_submission(pool, frames):
+    train, test, _ = frames
     recorder = Recorder()
-    result = session.execute(SLOW_PIPELINE, on_submit=recorder)
+    with pool.open(train, test, HANG) as session:
+        result = session.execute(SLOW_PIPELINE, on_submit=recorder)
     assert result.timed_out and not recorder.requests
 
 

@@ -29,9 +29,10 @@ if os.geteuid() != 0:
         allow_module_level=True,
     )
 
-# No print-values guard: the probes print listings with digits in them.
+# No print-values guard: the probes print listings with digits in them. A generous timeout: one
+# probe fits a forest, starts process pools and a second Python, on a possibly busy machine.
 LIMITS = SandboxLimits(
-    call_timeout_s=60.0, memory_mb=2048, print_values_factor=0, stdout_max_chars=200_000
+    call_timeout_s=120.0, memory_mb=2048, print_values_factor=0, stdout_max_chars=200_000
 )
 REPO = Path(leakbench.__file__).resolve().parents[1]
 SECRET = "the-answer-is-4242"
