@@ -12,8 +12,7 @@ import pytest
 
 from leakbench.agents.local import POLICIES
 from leakbench.grading.grade import FAILED_CHECKS
-from leakbench.runner.limits import sandbox_limits
-from leakbench.sandbox import SandboxError, SandboxPool, SubmitReply, SubmitRequest
+from leakbench.sandbox import SandboxError, SandboxLimits, SandboxPool, SubmitReply, SubmitRequest
 from leakbench.settings import SettingsSources, resolve
 from leakbench.task.generate import make_instance
 from leakbench.task.leaks import LEAK_KINDS
@@ -163,7 +162,7 @@ def _play_in_sandbox(pool, policy: str, preset: str, seed: int = 0):
     settings = _settings(preset)
     inst = _instance(settings.task, seed)
     harness = Harness(len(inst.test))
-    session = pool.open(inst.train, inst.test, sandbox_limits(settings))
+    session = pool.open(inst.train, inst.test, SandboxLimits.from_settings(settings))
     outputs = []
     for turn in POLICIES[policy].turns:
         if harness.accepted is not None:
@@ -224,7 +223,7 @@ def test_trap_error_breaks_only_the_protocol_not_the_harness(pool):
     finally:
         session.close()
     # ... and hostile in any other worker, e.g. the grader's: a sandbox failure, not a crash
-    limits = sandbox_limits(_settings("default"))
+    limits = SandboxLimits.from_settings(_settings("default"))
     with pool.open(inst.train, inst.test, limits) as grading:
         grading.load_pipeline(blob)
         for _ in range(3):  # hostile frame, then an exception, then garbage

@@ -30,7 +30,9 @@ def grade_external(
     proba: np.ndarray | None = None
     if predictions is not None:
         try:
-            proba = validate_probabilities(load_predictions(predictions), len(instance.y_test))
+            proba = validate_probabilities(
+                load_predictions(predictions, n_expected=len(instance.y_test)), len(instance.y_test)
+            )
         except InvalidSubmission as exc:
             raise UsageError(f"invalid predictions: {exc.message}") from None
     evidence = None
@@ -47,8 +49,7 @@ def grade_external(
 
 def _pipeline_evidence(instance: Instance, settings: Settings, path: Path) -> PipelineEvidence:
     from leakbench.grading.audit import PipelineLoadError, evidence_in_fresh_worker
-    from leakbench.runner.limits import sandbox_limits
-    from leakbench.sandbox import SandboxPool
+    from leakbench.sandbox import SandboxLimits, SandboxPool
 
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
@@ -56,7 +57,7 @@ def _pipeline_evidence(instance: Instance, settings: Settings, path: Path) -> Pi
     with SandboxPool() as pool:
         try:
             return evidence_in_fresh_worker(
-                pool, instance, sandbox_limits(settings), data, settings.grading
+                pool, instance, SandboxLimits.from_settings(settings), data, settings.grading
             )
         except PipelineLoadError as exc:
             raise UsageError(f"{path}: cannot load the pipeline: {exc}") from None

@@ -21,7 +21,6 @@ from leakbench.agents.base import Agent, AgentError, ToolCall, ToolResult, Usage
 from leakbench.grading.audit import PipelineLoadError, evidence_in_fresh_worker
 from leakbench.grading.grade import Grade, PipelineEvidence, grade, invalid_grade
 from leakbench.grading.submission import InvalidSubmission, validate_probabilities
-from leakbench.runner.limits import sandbox_limits
 from leakbench.runner.tools import (
     PYTHON_EXPRESSION,
     SUBMIT_ANSWER,
@@ -30,7 +29,14 @@ from leakbench.runner.tools import (
     expression_of,
     submit_code,
 )
-from leakbench.sandbox import SandboxError, SandboxPool, Session, SubmitReply, SubmitRequest
+from leakbench.sandbox import (
+    SandboxError,
+    SandboxLimits,
+    SandboxPool,
+    Session,
+    SubmitReply,
+    SubmitRequest,
+)
 from leakbench.settings import Settings
 from leakbench.store.files import JsonlLog, write_atomic
 from leakbench.store.runs import EpisodeRecord, utc_now
@@ -175,7 +181,7 @@ class Episode:
                 self.folder / "instance.json",
                 manifest_for(instance, settings.task_hash()).model_dump_json(indent=2) + "\n",
             )
-            limits = sandbox_limits(settings)
+            limits = SandboxLimits.from_settings(settings)
             with self.env.pool.open(instance.train, instance.test, limits) as session:
                 end_reason = self._converse(session, instance)
                 result = self._grade(session, instance, end_reason)
@@ -347,7 +353,11 @@ class Episode:
         settings = self.env.settings
         try:
             return evidence_in_fresh_worker(
-                self.env.pool, instance, sandbox_limits(settings), blob, settings.grading
+                self.env.pool,
+                instance,
+                SandboxLimits.from_settings(settings),
+                blob,
+                settings.grading,
             )
         except PipelineLoadError as exc:
             return PipelineEvidence(problem=f"it cannot be loaded in a fresh sandbox: {exc}")

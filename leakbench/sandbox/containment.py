@@ -364,9 +364,15 @@ def _plan_view() -> View:
     )
 
 
-def _private_filesystem(scratch: str, hide: list[str]) -> None:
+def _private_filesystem(
+    scratch: str, hide: list[str], scratch_mb: int | None = None, uid: int = 0
+) -> None:
     """Replace the worker's root by its view (``prepare_view``) plus its scratch folder
     (read-write) and a fresh /proc (only the processes of its own pid namespace).
+
+    ``scratch_mb``: the scratch folder is a tmpfs of that size owned by ``uid`` (the worker's
+    files cannot fill the host's disk, and vanish with its mount namespace); None binds the
+    host folder itself.
 
     ``hide``: the harness's own folders (working directory, home), covered should they lie
     inside a bound folder (a checkout under /usr/src); elsewhere they are simply not there.
@@ -429,8 +435,12 @@ def _private_filesystem(scratch: str, hide: list[str]) -> None:
         os.umask(umask)
     mount("tmpfs", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={SHM_SIZE}")
     mount(None, dev, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    mount(f"/proc/self/fd/{held}", new + real, None, MS_BIND)
-    mount(None, new + real, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
+    if scratch_mb is None:
+        mount(f"/proc/self/fd/{held}", new + real, None, MS_BIND)
+        mount(None, new + real, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
+    else:
+        data = f"size={int(scratch_mb)}m,mode=0700,uid={uid},gid={uid}"
+        mount("tmpfs", new + real, "tmpfs", MS_NOSUID | MS_NODEV, data)
     os.close(held)
     mount(None, new, None, MS_REMOUNT | _RO)
     os.chdir(new)
@@ -492,7 +502,7 @@ def contain(mode: str, uid: int, scratch: str, hide: list[str], limits: dict[str
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes fail with EFBIG, not death
     if mode == "full":
         unshare(CLONE_NEWNET | CLONE_NEWNS)
-        _private_filesystem(scratch, hide)
+        _private_filesystem(scratch, hide, int(limits["scratch_mb"]), uid)
     os.chdir(scratch)
     apply_rlimits(limits, count_processes=(mode != "full" and os.getuid() != 0))
     prctl(PR_SET_NO_NEW_PRIVS, 1)

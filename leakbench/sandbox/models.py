@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from leakbench.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -13,6 +18,8 @@ class SandboxLimits:
     call_timeout_s: float = 60.0  # per execute() call, wall clock
     cpu_seconds: int = 3600  # RLIMIT_CPU per worker
     max_file_mb: int = 256  # RLIMIT_FSIZE
+    # Full isolation: the scratch folder is a tmpfs of this size (a worker cannot fill the disk).
+    scratch_mb: int = 512
     max_open_files: int = 256
     max_processes: int = 32  # RLIMIT_NPROC (the per-episode uid makes it meaningful)
     stdout_max_chars: int = 8000
@@ -21,6 +28,19 @@ class SandboxLimits:
     # pipeline the grader's refit would reject is refused while the agent can fix it.
     check_refit: bool = True
     refit_tolerance: float = 1e-6
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SandboxLimits:
+        """An episode's limits as its settings give them (``agent.*``, ``grading.refit_*``)."""
+        agent = settings.agent
+        return cls(
+            memory_mb=agent.memory_limit_mb,
+            call_timeout_s=agent.tool_timeout_s,
+            stdout_max_chars=agent.stdout_max_chars,
+            print_values_factor=agent.print_values_factor,
+            check_refit=settings.grading.refit_check,
+            refit_tolerance=settings.grading.refit_tolerance,
+        )
 
 
 @dataclass(frozen=True)
@@ -62,3 +82,22 @@ class SandboxError(Exception):
 
 
 PROBA_KEYS = ("y_pred_proba", "proba", "probas", "pred_proba", "y_pred")
+
+
+@dataclass
+class WorkerHandle:
+    """One live worker as the harness holds it (``SandboxPool.spawn`` / ``dispose``)."""
+
+    pid: int
+    pidfd: int
+    sock: socket.socket
+    scratch: str
+    uid: int
+
+
+class WorkerSource(Protocol):
+    """Where a session gets its workers (``SandboxPool``): the only calls it makes on a pool."""
+
+    def spawn(self, limits: SandboxLimits) -> WorkerHandle: ...
+
+    def dispose(self, worker: WorkerHandle) -> None: ...

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import queue
+import secrets
 import select
 import shutil
 import signal
@@ -17,29 +20,23 @@ import tempfile
 import threading
 import time
 import weakref
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from leakbench.sandbox.models import SandboxError, SandboxLimits
+from leakbench.sandbox.models import SandboxError, SandboxLimits, WorkerHandle
+from leakbench.sandbox.session import Session
 
-UID_BASE = 2_000_000  # far above real users and "nobody" (65534); one uid per live worker
-UID_SPAN = 1_000_000
+# Worker uids: far above real users and "nobody" (65534), below 2**31. Each pool leases one block
+# of UID_BLOCK uids for its life (``_UidLease``), so no two harnesses on the machine hand out the
+# same uid: per-uid process limits and file ownership stay per episode.
+UID_BASE = 2_000_000
+UID_BLOCK = 65_536
+UID_BLOCKS = 32_000
 ZYGOTE_START_TIMEOUT_S = 120.0
 SPAWN_TIMEOUT_S = 30.0
-
-
-@dataclass
-class WorkerHandle:
-    """One live worker as the harness holds it."""
-
-    pid: int
-    pidfd: int
-    sock: socket.socket
-    scratch: str
-    uid: int
 
 
 class SandboxPool:
@@ -70,6 +67,8 @@ class SandboxPool:
         self._base: str | None = None
         self._closed = False
         self._counter = 0
+        self._uids: _UidLease | None = None
+        self._owner_lock: int | None = None  # flock held on the scratch base for the pool's life
         self._uids_in_use: set[int] = set()
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self._reaper = _Reaper(self._release_uid)
@@ -91,10 +90,8 @@ class SandboxPool:
         with self._lock:
             self._ensure_zygote()
 
-    def open(self, train_df: pd.DataFrame, test_df: pd.DataFrame, limits: SandboxLimits) -> Any:
+    def open(self, train_df: pd.DataFrame, test_df: pd.DataFrame, limits: SandboxLimits) -> Session:
         """A new episode sandbox holding these two frames (the only data it ever gets)."""
-        from leakbench.sandbox.session import Session
-
         session = Session(self, train_df, test_df, limits)
         self._sessions.add(session)
         return session
@@ -111,6 +108,12 @@ class SandboxPool:
         if self._base:
             shutil.rmtree(self._base, ignore_errors=True)
             self._base = None
+        if self._owner_lock is not None:
+            os.close(self._owner_lock)  # releases the flock: nothing is left to sweep
+            self._owner_lock = None
+        if self._uids is not None:
+            self._uids.release()
+            self._uids = None
 
     # -- zygote -------------------------------------------------------------------------------
 
@@ -127,9 +130,9 @@ class SandboxPool:
             raise SandboxError("full isolation needs root; use isolation='reduced' or 'auto'")
         if self._base is None:
             _sweep_abandoned()
-            self._base = tempfile.mkdtemp(prefix=_BASE_PREFIX)
-            os.chmod(self._base, 0o711)  # workers may enter their own folder, not list others
-            Path(self._base, _OWNER_FILE).write_text(str(os.getpid()))
+            self._base, self._owner_lock = _owned_base()
+        if self._uids is None:
+            self._uids = _UidLease.take()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         root = str(Path(__file__).resolve().parents[2])
         env = {
@@ -174,7 +177,7 @@ class SandboxPool:
 
     def _stop_zygote(self) -> None:
         if self._spare is not None:  # it dies with its zygote
-            self._dispose(self._spare[1])
+            self.dispose(self._spare[1])
             self._spare = None
         if self._ctrl is not None:
             self._ctrl.close()  # EOF tells the zygote to kill its children and exit
@@ -189,15 +192,16 @@ class SandboxPool:
 
     # -- workers ------------------------------------------------------------------------------
 
-    def _spawn(self, limits: SandboxLimits) -> WorkerHandle:
+    def spawn(self, limits: SandboxLimits) -> WorkerHandle:
         """A contained worker that has run nothing yet: the spare one if it was forked for these
-        limits, else a new one; then a new spare is forked in the background."""
+        limits, else a new one; then a new spare is forked in the background. Raises
+        ``SandboxError`` when no worker can be started."""
         wanted = asdict(limits)
         with self._lock:
             self._ensure_zygote()
             spare, self._spare = self._spare, None
             if spare is not None and (spare[0] != wanted or not _alive(spare[1])):
-                self._dispose(spare[1])
+                self.dispose(spare[1])
                 spare = None
             worker = spare[1] if spare is not None else self._fork(wanted)
         self._refill(wanted)
@@ -227,7 +231,7 @@ class SandboxPool:
                 with self._lock:
                     self._refilling = False
                 if worker is not None:
-                    self._dispose(worker)
+                    self.dispose(worker)
 
         threading.Thread(target=fork_spare, name="sandbox-spare", daemon=True).start()
 
@@ -269,8 +273,11 @@ class SandboxPool:
         return WorkerHandle(int(reply["pid"]), fds[0], ours, scratch, uid)
 
     def _next_uid(self) -> int:
+        assert self._uids is not None
+        if len(self._uids_in_use) >= UID_BLOCK:
+            raise SandboxError(f"more than {UID_BLOCK} live workers in one pool")
         while True:
-            uid = UID_BASE + self._counter % UID_SPAN
+            uid = self._uids.first + self._counter % UID_BLOCK
             self._counter += 1
             if uid not in self._uids_in_use:
                 self._uids_in_use.add(uid)
@@ -280,8 +287,9 @@ class SandboxPool:
         with self._lock:
             self._uids_in_use.discard(uid)
 
-    def _dispose(self, worker: WorkerHandle) -> None:
-        """Kill a worker without waiting: the kernel tears its namespaces down on its own time."""
+    def dispose(self, worker: WorkerHandle) -> None:
+        """Kill a worker without waiting: the kernel tears its namespaces down on its own time;
+        its scratch folder and uid are freed once it has exited."""
         if self.isolation == "reduced":
             with contextlib.suppress(OSError):  # the process group it made with setsid
                 os.killpg(worker.pid, signal.SIGKILL)
@@ -346,6 +354,7 @@ class _Reaper:
         while True:
             try:
                 self._pending.append((self._queue.get(timeout=0.05), time.monotonic()))
+                self._queue.task_done()  # only now: drain() never sees it in neither place
                 continue
             except queue.Empty:
                 pass
@@ -369,24 +378,85 @@ class _Reaper:
     def drain(self, timeout: float) -> None:
         """Wait until every killed worker has been cleaned up (or the timeout passes)."""
         end = time.monotonic() + timeout
-        while (self._pending or not self._queue.empty()) and time.monotonic() < end:
+        while (self._pending or self._queue.unfinished_tasks) and time.monotonic() < end:
             time.sleep(0.02)
 
 
 _BASE_PREFIX = "leakbench-sandbox-"
-_OWNER_FILE = "owner.pid"
+_OWNER_LOCK = "owner.lock"
+
+
+def _owned_base() -> tuple[str, int]:
+    """A new scratch base folder in the temp folder, and the descriptor of the ``flock`` that
+    marks it as ours for as long as this process holds it (a crash releases it too)."""
+    base = tempfile.mkdtemp(prefix=_BASE_PREFIX)
+    os.chmod(base, 0o711)  # workers may enter their own folder, not list others
+    fd = os.open(os.path.join(base, _OWNER_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, str(os.getpid()).encode())  # for people only: pids mean nothing across namespaces
+    return base, fd
 
 
 def _sweep_abandoned() -> None:
-    """Remove scratch folders of pools whose harness died without closing them (kill -9)."""
+    """Remove scratch bases whose owner died without closing its pool (kill -9, OOM).
+
+    Ownership is the ``flock`` on the base's lock file, not a pid: a harness in another pid
+    namespace (a container, a CI job) shows no pid we could check, but its lock is held all the
+    same, so its folders are never touched. A base without a lock file is not ours to judge.
+    """
     for base in Path(tempfile.gettempdir()).glob(f"{_BASE_PREFIX}*"):
         try:
-            owner = int((base / _OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            continue  # not ours to judge: no owner recorded
+            fd = os.open(base / _OWNER_LOCK, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
         try:
-            os.kill(owner, 0)
-        except ProcessLookupError:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # held: a live pool
+        else:
             shutil.rmtree(base, ignore_errors=True)
-        except PermissionError:
-            continue  # alive, another user's
+        finally:
+            os.close(fd)
+
+
+class _UidLease:
+    """One block of worker uids, held by an ``flock`` on a lock file in a folder every
+    harness on the machine shares (``/run/leakbench`` when it can be made, else the temp
+    folder). Blocks are tried in random order, so harnesses that cannot see each other's lock
+    folder (different mounts) still collide only with probability 1/UID_BLOCKS."""
+
+    def __init__(self, first: int, fd: int) -> None:
+        self.first = first
+        self._fd = fd
+
+    @classmethod
+    def take(cls) -> _UidLease:
+        folder = _lease_folder()
+        for _ in range(256):
+            block = secrets.randbelow(UID_BLOCKS)
+            path = os.path.join(folder, f"uids-{block}.lock")
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            except OSError as exc:
+                raise SandboxError(f"cannot lease worker uids in {folder}: {exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    continue  # another harness's block
+                raise SandboxError(f"cannot lease worker uids in {folder}: {exc}") from None
+            return cls(UID_BASE + block * UID_BLOCK, fd)
+        raise SandboxError("no free block of worker uids (256 tries)")
+
+    def release(self) -> None:
+        os.close(self._fd)
+
+
+def _lease_folder() -> str:
+    for folder in ("/run/leakbench", os.path.join(tempfile.gettempdir(), "leakbench-uids")):
+        with contextlib.suppress(OSError):
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                return folder
+    raise SandboxError("no writable folder to lease worker uids in (/run or the temp folder)")

@@ -15,7 +15,10 @@ import socket
 import time
 from typing import Any
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a pickled pipeline (its bytes, base64) or predictions
+# During an exec call a worker sends only a submission (probabilities for the test rows and an
+# unfitted recipe) and its result (output capped at stdout_max_chars): far below this.
+EXEC_MESSAGE_BYTES = 8 * 1024 * 1024
 _HEADER = 8
 
 
@@ -84,11 +87,14 @@ def _read_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
     return bytes(buf)
 
 
-def recv_json(sock: socket.socket, deadline: float | None) -> dict[str, Any]:
-    """Read one message from a worker; never unpickles, never reads more than the cap."""
+def recv_json(
+    sock: socket.socket, deadline: float | None, limit: int = MAX_MESSAGE_BYTES
+) -> dict[str, Any]:
+    """Read one message from a worker; never unpickles, never reads more than ``limit`` bytes
+    (checked from the header, before the body is read)."""
     n = int.from_bytes(_read_exact(sock, _HEADER, deadline), "big")
-    if n > MAX_MESSAGE_BYTES:
-        raise PeerGone(f"the sandbox sent a message of {n} bytes (limit {MAX_MESSAGE_BYTES})")
+    if n > limit:
+        raise PeerGone(f"the sandbox sent a message of {n} bytes (limit {limit})")
     body = _read_exact(sock, n, deadline)
     try:
         msg = json.loads(body)

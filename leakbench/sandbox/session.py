@@ -6,7 +6,7 @@ import base64
 import binascii
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,8 +18,11 @@ from leakbench.sandbox.models import (
     SandboxLimits,
     SubmitReply,
     SubmitRequest,
+    WorkerHandle,
+    WorkerSource,
 )
 from leakbench.sandbox.protocol import (
+    EXEC_MESSAGE_BYTES,
     PeerGone,
     PeerTimeout,
     pickle_frame,
@@ -28,10 +31,8 @@ from leakbench.sandbox.protocol import (
     send_pickle,
 )
 
-if TYPE_CHECKING:
-    from leakbench.sandbox.pool import SandboxPool, WorkerHandle
-
 READY_TIMEOUT_S = 60.0
+MAX_SUBMITS_PER_CALL = 100  # more in one call is a flood: the worker is ended
 _REFUSED = SubmitReply(False, "submissions are not accepted here")
 _LOST = "the pipeline was lost when the sandbox restarted"
 # Failed-check codes a worker may report for a submission (see grading.grade.FAILED_CHECKS).
@@ -50,7 +51,7 @@ class Session:
 
     def __init__(
         self,
-        pool: SandboxPool,
+        pool: WorkerSource,
         train_df: pd.DataFrame,
         test_df: pd.DataFrame,
         limits: SandboxLimits,
@@ -82,7 +83,7 @@ class Session:
     def _start_worker(self) -> None:
         if self._closed:
             raise SandboxError("the sandbox session is closed")
-        worker = self._pool._spawn(self.limits)
+        worker = self._pool.spawn(self.limits)
         self._worker = worker
         try:
             deadline = time.monotonic() + READY_TIMEOUT_S
@@ -103,7 +104,7 @@ class Session:
 
     def _discard_worker(self) -> None:
         if self._worker is not None:
-            self._pool._dispose(self._worker)
+            self._pool.dispose(self._worker)
             self._worker = None
 
     def close(self) -> None:
@@ -181,11 +182,15 @@ class Session:
         deadline = time.monotonic() + hard
         msg = {"op": "exec", "code": code, "timeout": timeout, "can_submit": on_submit is not None}
         fetch_pipeline = False
+        submits = 0
         try:
             send_pickle(sock, msg, deadline)
             while True:
-                reply = recv_json(sock, deadline)
+                reply = recv_json(sock, deadline, EXEC_MESSAGE_BYTES)
                 if reply["type"] == "submit":
+                    submits += 1
+                    if submits > MAX_SUBMITS_PER_CALL:
+                        raise PeerGone(f"more than {MAX_SUBMITS_PER_CALL} submissions in one call")
                     request = _submit_request(reply)
                     try:
                         answer = on_submit(request) if on_submit is not None else _REFUSED
