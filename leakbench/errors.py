@@ -32,3 +32,15 @@ class UsageError(LeakbenchError):
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint, exit_code=2)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: handled exactly like Ctrl-C, but exits 143."""
+
+
+class EpisodesErrored(LeakbenchError):
+    """A run finished, but some episodes ended in ``error`` (exit code 3): they are left out of
+    the pass rate and ``run --resume`` runs them again."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, exit_code=3)

@@ -336,6 +336,8 @@ def oracle_row(settings: Settings, seeds: int, key: bytes | None) -> PolicyRow:
     are not measured for it.
     """
     records = []
+    # Judged without the refit checks, which would otherwise (rightly) fail it as not measured.
+    grading = settings.grading.model_copy(update={"refit_check": False})
     for i in range(seeds):
         seed = settings.task.seed + i
         instance = make_instance(settings.task, seed, key=key)
@@ -344,7 +346,7 @@ def oracle_row(settings: Settings, seeds: int, key: bytes | None) -> PolicyRow:
             holdout_proba=instance.oracle_holdout,
             shuffled={c: instance.oracle_holdout for c in instance.leak_columns},
         )
-        result = grade(instance, instance.oracle_test, settings.grading, evidence)
+        result = grade(instance, instance.oracle_test, grading, evidence)
         records.append(
             EpisodeRecord(
                 index=i,

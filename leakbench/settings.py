@@ -438,6 +438,8 @@ class SettingsSources:
     config_files: list[Path] = field(default_factory=list)
     environ: Mapping[str, str] | None = None
     flags: dict[str, Any] = field(default_factory=dict)
+    # Instead of the preset: a run's saved settings, under what a resume may be given.
+    base: tuple[str, Mapping[str, Any]] | None = None
 
 
 def preset_names() -> list[str]:
@@ -562,7 +564,10 @@ _LEADING_KEY = re.compile(r"([a-z_][a-z0-9_.]*)(?=[\[:, ])")
 
 def resolve(sources: SettingsSources) -> Settings:
     """Build and validate the settings; a problem raises ``ConfigError`` naming its source."""
-    layers = [_preset_layer(sources.preset or DEFAULT_PRESET)]
+    if sources.base is not None:
+        layers = [Layer(sources.base[0], dict(sources.base[1]))]
+    else:
+        layers = [_preset_layer(sources.preset or DEFAULT_PRESET)]
     layers += [_file_layer(Path(p)) for p in sources.config_files]
     layers.append(_env_layer(os.environ if sources.environ is None else sources.environ))
     flag_data: dict[str, Any] = {}

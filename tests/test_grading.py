@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from leakbench.grading import metrics
-from leakbench.grading.grade import PipelineEvidence, grade
+from leakbench.grading.grade import PipelineEvidence, grade, regrade
 from leakbench.grading.submission import InvalidSubmission, validate_probabilities
 from leakbench.settings import GradingSettings, TaskSettings
 from leakbench.task.generate import make_instance
@@ -85,7 +85,8 @@ def test_pipeline_evidence_drives_audit_consistency_and_holdout_metric():
         holdout_proba=hp,
         shuffled={"leak_future_signal": hp, "leak_cat0_rate_full": np.clip(hp + 0.01, 0, 1)},
     )
-    grading = GradingSettings(metric="holdout_regret", threshold=0.001)
+    # the refit checks are not part of this evidence: off, so not required to have run
+    grading = GradingSettings(metric="holdout_regret", threshold=0.001, refit_check=False)
     g = grade(inst, inst.oracle_test, grading, evidence)
     assert g.metrics["holdout_regret"] == 0.0
     assert g.leaks_detected == ["leak_cat0_rate_full"] and not g.gates_passed
@@ -93,7 +94,7 @@ def test_pipeline_evidence_drives_audit_consistency_and_holdout_metric():
     evidence.shuffled = {}
     g = grade(inst, inst.oracle_test, grading, evidence)
     assert g.passed and g.gates_passed, g.reasons
-    strict = GradingSettings(metric="holdout_regret", threshold=-0.01)
+    strict = GradingSettings(metric="holdout_regret", threshold=-0.01, refit_check=False)
     g = grade(inst, inst.oracle_test, strict, evidence)
     assert not g.passed and g.gates_passed  # only the score's threshold stands in the way
     g = grade(inst, np.clip(inst.oracle_test + 0.01, 0, 1), grading, evidence)
@@ -119,3 +120,26 @@ def test_seed_preset_baseline_oracle_and_leaky_over_200_seeds():
         g = grade(inst, _fit_predict(inst, drop_leaks=False), SEED_GRADING)
         assert g.metrics["auroc"] >= 0.99
         assert not g.passed and any("Bayes ceiling" in r for r in g.reasons)
+
+
+def test_a_check_that_did_not_run_is_never_reported_clean():
+    inst = make_instance(TASK, 1, key=None)
+    hp = inst.oracle_holdout
+    # graded with the leak audit and the refit checks off: only the fingerprint ran
+    evidence = PipelineEvidence(
+        test_proba=inst.oracle_test, holdout_proba=hp, measured={"fingerprint"}
+    )
+    off = GradingSettings(
+        metric="holdout_regret", threshold=0.001, leak_audit=False, refit_check=False
+    )
+    g = grade(inst, inst.oracle_test, off, evidence)
+    assert g.passed and g.checks["measured"] == ["fingerprint"], g.reasons
+    # the same measurements judged with both on: failed as not measured, never clean
+    on = GradingSettings(metric="holdout_regret", threshold=0.001)
+    again = regrade(g, on)
+    assert not again.passed and again.failed_checks.count("not_measured") == 2
+    assert any("the leak audit did not run" in r for r in again.reasons)
+    assert any("the refit checks did not run" in r for r in again.reasons)
+    # a grade from before checks recorded what ran: judged by what it stored
+    legacy = g.model_copy(update={"checks": {k: v for k, v in g.checks.items() if k != "measured"}})
+    assert "not_measured" in regrade(legacy, on).failed_checks

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,8 +14,8 @@ from rich.table import Table
 from leakbench.cli import display
 from leakbench.cli.options import Json, Preset, PublicSeeds, Seed
 from leakbench.cli.state import state
-from leakbench.errors import UsageError
-from leakbench.settings import Settings
+from leakbench.errors import EpisodesErrored, UsageError
+from leakbench.settings import Settings, SettingsSources, resolve
 from leakbench.stats import pass_rate
 
 if TYPE_CHECKING:
@@ -63,7 +65,9 @@ def run_command(
     Example: leakbench run --model local/baseline --runs 20
     """
     from leakbench.agents import canonical_model
+    from leakbench.cli.process import mark_command_start
 
+    mark_command_start()
     app_state = state(ctx)
     flags = {
         "agent.model": canonical_model(model) if model else None,
@@ -79,19 +83,17 @@ def run_command(
         settings = app_state.settings(preset, flags)
         run = None
     result = perform_run(settings, run)
-    _print_summary(result, json_out)
+    _print_summary(result, json_out, settings)
 
 
 def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
-    """Run (or finish) a run with progress on stderr; Ctrl-C exits 130 with the resume command.
+    """Run (or finish) a run with progress on stderr; Ctrl-C exits 130 and SIGTERM 143, each
+    with the resume command, at any point once the run folder exists.
 
     Also used by ``calibrate --runs``. The API key is checked before the run folder is made.
     """
-    from leakbench.agents import make_agent, parse_model
-    from leakbench.cli.progress import RunProgress
-    from leakbench.runner.prompts import build_prompts
-    from leakbench.runner.run import execute_run
-    from leakbench.sandbox import SandboxPool
+    from leakbench.agents import parse_model
+    from leakbench.cli.process import interrupt_exit_code
     from leakbench.store.runs import RunDir
 
     provider, name = parse_model(settings.agent.model)
@@ -100,7 +102,29 @@ def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
     client = _client(settings, name) if provider == "anthropic" else None
     if run is None:
         run = RunDir.create(Path(settings.run.results_dir), settings, ["leakbench", *sys.argv[1:]])
-    display.info(f"run {run.run_id}: {settings.run.runs} episodes of {settings.agent.model}")
+    try:
+        with run.writing("run"):
+            return _run_with_progress(run, settings, client)
+    except KeyboardInterrupt as exc:
+        _mark_interrupted(run)
+        kept = len(run.records())
+        display.error(
+            f"interrupted: {kept} finished episodes kept; "
+            f"finish with: leakbench run --resume {run.run_id}"
+        )
+        raise typer.Exit(interrupt_exit_code(exc)) from None
+
+
+def _run_with_progress(run: RunDir, settings: Settings, client: Any) -> RunResult:
+    from leakbench.agents import make_agent
+    from leakbench.cli.process import command_started
+    from leakbench.cli.progress import RunProgress
+    from leakbench.runner.prompts import build_prompts
+    from leakbench.runner.run import execute_run
+    from leakbench.sandbox import SandboxPool
+
+    n = settings.run.runs
+    display.info(f"run {run.run_id}: {n} episode{'s' if n != 1 else ''} of {settings.agent.model}")
     if settings.task.public_seeds:
         display.warn("task.public_seeds: anyone can regenerate these instances (not tamper-proof)")
     # Fully isolated workers see no results folder, working directory or .env (containment.py).
@@ -110,22 +134,28 @@ def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
             why = pool.isolation_note or "run as root for full sandbox isolation"
             display.warn(f"isolation: {pool.isolation} ({why})")
         with RunProgress(stream_turns=display.verbosity() >= 1) as progress:
-            try:
-                return execute_run(
-                    run,
-                    settings,
-                    lambda: make_agent(settings.agent.model, settings, client),
-                    build_prompts(settings),
-                    pool,
-                    progress,
-                )
-            except KeyboardInterrupt:
-                kept = len(run.records())
-                display.error(
-                    f"interrupted: {kept} finished episodes kept; "
-                    f"finish with: leakbench run --resume {run.run_id}"
-                )
-                raise typer.Exit(130) from None
+            return execute_run(
+                run,
+                settings,
+                lambda: make_agent(settings.agent.model, settings, client),
+                build_prompts(settings),
+                pool,
+                progress,
+                command_started=command_started(),
+            )
+
+
+def _mark_interrupted(run: RunDir) -> None:
+    """A run stopped before ``execute_run`` took over (start-up) still says it was interrupted;
+    if another leakbench holds the run, it is that one's to say."""
+    from leakbench.store.runs import RunBusy
+
+    if run.manifest.status == "running":
+        try:
+            with run.writing("interrupted"):
+                run.write_manifest(status="interrupted")
+        except (RunBusy, OSError):
+            pass
 
 
 def _client(settings: Settings, model: str) -> Any:
@@ -146,10 +176,17 @@ def _resumed(
     run = RunDir.open(find_run(Path(results_dir), resume))
     saved = run.settings()
     given = {k: v for k, v in flags.items() if v is not None}
-    if preset or app_state.config_files:
-        wanted = app_state.settings(preset or saved.task.preset, given)
-    else:
-        wanted = saved.with_overrides(given)
+    # Every layer counts (a --preset or --config given again, LEAKBENCH_* variables, flags),
+    # on top of the run's saved settings unless a preset is named.
+    saved_layer = (f"run {run.run_id} settings.toml", saved.model_dump(mode="json"))
+    wanted = resolve(
+        SettingsSources(
+            preset=preset,
+            config_files=app_state.config_files,
+            flags=given,
+            base=None if preset else saved_layer,
+        )
+    )
     changed = [
         k for k in _diff(saved.model_dump(), wanted.model_dump()) if k not in _RESUME_MAY_CHANGE
     ]
@@ -168,56 +205,115 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def _print_summary(result: RunResult, json_out: bool) -> None:
+TOKEN_KINDS = (
+    ("input_tokens", "input"),
+    ("output_tokens", "output"),
+    ("cache_read_tokens", "cache read"),
+    ("cache_write_tokens", "cache write"),
+)
+
+
+def run_cost(settings: Settings, usage: dict[str, float]) -> float | None:
+    """The run's cost in US dollars: 0 for a local policy, None when the model has no price."""
+    from leakbench.agents import parse_model
+
+    provider, name = parse_model(settings.agent.model)
+    if provider == "local":
+        return 0.0
+    if name not in settings.pricing:
+        return None
+    return float(usage.get("cost_usd", 0.0))
+
+
+def error_messages(records: list[Any], top: int = 3) -> list[tuple[str, int]]:
+    """The most common error messages among the episodes that ended in ``error``."""
+    counts = Counter(
+        (r.error or "unknown").splitlines()[0][:200] for r in records if r.outcome == "error"
+    )
+    return counts.most_common(top)
+
+
+def _print_summary(result: RunResult, json_out: bool, settings: Settings) -> None:
+    from leakbench.cli.process import command_started
+
     records = result.records
     manifest = result.run.manifest
     counts = manifest.counts
     rate = pass_rate(records)
     low, high = rate.interval
     scores = [r.score for r in records if r.score is not None]
+    usage = manifest.usage
+    cost = run_cost(settings, usage)
+    errors = error_messages(records)
     summary = {
         "run_id": manifest.run_id,
         "path": str(result.run.path),
         "model": manifest.model,
         "preset": manifest.preset,
+        "status": manifest.status,
         "isolation": manifest.isolation,
         "public_seeds": manifest.public_seeds,
         "episodes": len(records),
         **{k: v for k, v in counts.items() if k != "done"},
         "pass_rate": rate.rate,
-        "pass_rate_ci95": [low, high],
+        "pass_rate_low": low,
+        "pass_rate_high": high,
         "mean_score": sum(scores) / len(scores) if scores else None,
-        "usage": manifest.usage,
-        "wall_s": manifest.wall_s,
+        "tokens": {key: int(usage.get(key, 0)) for key, _ in TOKEN_KINDS},
+        "cost_usd": cost,
+        "command_wall_s": time.perf_counter() - command_started(),
+        "run_wall_s": manifest.wall_s,
+        "run_command_wall_s": manifest.command_wall_s,
+        "errors": [{"message": m, "episodes": n} for m, n in errors],
     }
+    if cost is None:
+        display.warn(
+            f"no price for {manifest.model}: cost unknown "
+            "(add a [pricing.<model>] table to a config file)"
+        )
     if json_out:
         display.print_json(summary)
-        return
-    shown = "-" if rate.rate is None else f"{rate.rate:.1%} [{low:.1%}, {high:.1%}]"
-    mean = summary["mean_score"]
+    else:
+        _print_table(summary, records)
+    if errors:
+        n = counts.get("error", 0)
+        raise EpisodesErrored(
+            f"{n} of {len(records)} episodes ended in error (left out of the pass rate): "
+            + "; ".join(f"{m} ({k}x)" for m, k in errors),
+            hint=f"run them again with: leakbench run --resume {manifest.run_id}",
+        )
+
+
+def _print_table(summary: dict[str, Any], records: list[Any]) -> None:
+    rate, low, high = summary["pass_rate"], summary["pass_rate_low"], summary["pass_rate_high"]
+    shown = "-" if rate is None else f"{rate:.1%} [{low:.1%}, {high:.1%}]"
     table = Table(
-        title=f"{manifest.model} on preset {manifest.preset}",
+        title=f"{summary['model']} on preset {summary['preset']}",
         title_justify="left",
         show_header=False,
     )
     table.add_column("")
     table.add_column("", justify="right")
-    table.add_row("episodes", str(len(records)))
+    table.add_row("episodes", str(summary["episodes"]))
     for outcome in ("passed", "failed", "invalid", "no_submission", "error"):
-        table.add_row(outcome, str(counts.get(outcome, 0)))
+        table.add_row(outcome, str(summary.get(outcome, 0)))
     table.add_row("pass rate [95% CI]", shown)
-    table.add_row(f"mean {records[0].metric if records else 'score'}", _fmt(mean))
-    usage = manifest.usage
-    tokens = sum(int(usage.get(k, 0)) for k in ("input_tokens", "output_tokens"))
-    cached = int(usage.get("cache_read_tokens", 0))
-    table.add_row("tokens (cache reads)", f"{tokens:,} ({cached:,})")
-    table.add_row("cost", f"${usage.get('cost_usd', 0.0):.4f}")
-    table.add_row("wall time", f"{manifest.wall_s:.1f}s")
-    table.add_row("isolation", manifest.isolation)
-    if manifest.public_seeds:
+    table.add_row(f"mean {records[0].metric if records else 'score'}", _fmt(summary["mean_score"]))
+    for key, label in TOKEN_KINDS:
+        table.add_row(f"tokens, {label}", f"{summary['tokens'][key]:,}")
+    cost = summary["cost_usd"]
+    table.add_row("cost", "unknown" if cost is None else f"${cost:.4f}")
+    table.add_row("wall time, this command", f"{summary['command_wall_s']:.1f}s")
+    table.add_row(
+        "wall time, whole run",
+        f"{summary['run_command_wall_s']:.1f}s (episodes {summary['run_wall_s']:.1f}s)",
+    )
+    table.add_row("status", summary["status"])
+    table.add_row("isolation", summary["isolation"])
+    if summary["public_seeds"]:
         table.add_row("instances", "public seeds: NOT tamper-proof")
     display.print_table(table)
-    display.print_text(manifest.run_id)
+    display.print_text(summary["run_id"])
 
 
 def _fmt(value: float | None) -> str:

@@ -48,7 +48,8 @@ def collect_evidence(
     """
     if audit_seed is None:
         audit_seed = secrets.randbits(53)
-    evidence = PipelineEvidence(audit_seed=audit_seed)
+    measured: set[str] = set()
+    evidence = PipelineEvidence(audit_seed=audit_seed, measured=measured)
     rng = np.random.default_rng(audit_seed)
     parts: list[tuple[str, str | None, pd.DataFrame]] = [
         ("test", None, instance.test),
@@ -92,10 +93,13 @@ def collect_evidence(
                     evidence.holdout_proba = chunk
             else:
                 (evidence.shuffled if name == "holdout" else evidence.shuffled_test)[column] = chunk
+        if grading.leak_audit:
+            measured.add("leak_audit")
         if grading.fingerprint:
             evidence.fingerprint_reasons = check_fingerprint(
                 session.fingerprint(), instance.train, instance.test
             )
+            measured.add("fingerprint")
     except SandboxError as exc:
         evidence.problem = str(exc)
     return evidence
@@ -126,6 +130,8 @@ def evidence_in_fresh_worker(
             raise PipelineLoadError(str(exc)) from None
         evidence = collect_evidence(fresh, instance, grading, call_timeout_s=limits.call_timeout_s)
         if grading.refit_check and evidence.problem is None:
+            if evidence.measured is not None:
+                evidence.measured.add("refit_check")
             try:
                 recipe = fresh.recipe()
             except SandboxError as exc:

@@ -31,6 +31,7 @@ FAILED_CHECKS = {
     "label_dependence": "the recipe keeps its skill when refit on permuted labels",
     "ceiling": "the public-test AUROC is above the Bayes ceiling",
     "holdout_ceiling": "the holdout AUROC is above the Bayes ceiling",
+    "not_measured": "a check now on was off when the episode was graded (re-grade measures it)",
     "ece": "calibration error above max_ece",
     "no_score": "no score for the metric",
     "threshold": "the score misses the threshold",
@@ -56,6 +57,18 @@ class PipelineEvidence:
     refit_holdout: np.ndarray | None = None  # refit's predictions on holdout[:len(this)]
     refit_test: np.ndarray | None = None  # ... on the public test rows (leaks neutralised)
     permuted_holdout: list[np.ndarray] = field(default_factory=list)  # label-permuted refits
+    # The pipeline checks that ran (keys of MEASURED); None: not recorded (judged by contents).
+    measured: set[str] | None = None
+
+
+# The pipeline checks a grading setting can turn off: setting name -> what it is called. Each
+# grade records which of them ran (``checks["measured"]``), so a check turned on afterwards is
+# never reported clean without having looked.
+MEASURED = {
+    "leak_audit": "the leak audit",
+    "fingerprint": "the fingerprint",
+    "refit_check": "the refit checks",
+}
 
 
 class Grade(BaseModel):
@@ -166,6 +179,13 @@ def verdict(
             "pipeline_problem",
             f"the submitted pipeline could not be evaluated: {checks['pipeline_problem']}",
         )
+    for setting in not_measured(checks, grading):
+        fail(
+            "not_measured",
+            f"{MEASURED[setting]} did not run when this episode was graded (grading.{setting} "
+            "was off), so it cannot be counted as clean; re-grade with it on to measure it on "
+            "the stored pipeline",
+        )
     wobble = checks.get("determinism_max_abs_diff")
     deterministic = wobble is None or wobble <= grading.consistency_tolerance
     if not deterministic:
@@ -274,6 +294,21 @@ def verdict(
     )
 
 
+def not_measured(checks: dict[str, Any], grading: GradingSettings) -> list[str]:
+    """The pipeline checks ``grading`` turns on that did not run for this evaluated pipeline."""
+    if not checks.get("pipeline") or checks.get("pipeline_problem"):
+        return []
+    if "measured" in checks:
+        ran = set(checks["measured"])
+    else:  # graded before checks recorded whether they ran: judge by what was stored
+        ran = {"fingerprint"}
+        if "leak_audit" in checks:
+            ran.add("leak_audit")
+        if "recipe" in checks or checks.get("refit_problem"):
+            ran.add("refit_check")
+    return [name for name in MEASURED if getattr(grading, name) and name not in ran]
+
+
 def regrade(previous: Grade, grading: GradingSettings) -> Grade:
     """The same measurements judged under other grading settings (e.g. a new threshold)."""
     if previous.outcome in ("invalid", "no_submission"):
@@ -308,6 +343,8 @@ def _measure_pipeline(
 ) -> None:
     checks["pipeline"] = True
     checks["pipeline_problem"] = evidence.problem
+    if evidence.measured is not None:
+        checks["measured"] = sorted(evidence.measured)
     if evidence.audit_seed is not None:
         checks["audit_seed"] = evidence.audit_seed
     if evidence.test_proba is not None:

@@ -13,7 +13,6 @@ import os
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,7 +21,7 @@ from leakbench.agents.base import Agent
 from leakbench.runner.episode import Episode, EpisodeCancelled, EpisodeEnv
 from leakbench.sandbox import SandboxPool
 from leakbench.settings import Settings
-from leakbench.store.runs import OUTCOMES, EpisodeRecord, RunDir
+from leakbench.store.runs import EpisodeRecord, RunDir, StoreError, summarize, total_usage
 
 MANIFEST_PROGRESS_S = 1.0
 
@@ -69,18 +68,6 @@ def pending_indices(run: RunDir, runs: int) -> tuple[list[EpisodeRecord], list[i
     return kept, [i for i in range(runs) if i not in done]
 
 
-def summarize(records: list[EpisodeRecord]) -> dict[str, int]:
-    counts = Counter(r.outcome for r in records)
-    return {"done": len(records), **{o: counts.get(o, 0) for o in OUTCOMES}}
-
-
-def total_usage(records: list[EpisodeRecord]) -> dict[str, float]:
-    totals: Counter[str] = Counter()
-    for record in records:
-        totals.update(record.usage)
-    return dict(totals)
-
-
 def execute_run(
     run: RunDir,
     settings: Settings,
@@ -88,10 +75,39 @@ def execute_run(
     prompts: tuple[str, str],
     pool: SandboxPool,
     observer: RunObserver,
+    *,
+    command_started: float | None = None,
 ) -> RunResult:
-    """Run every pending episode of ``run``. Ctrl-C marks the run interrupted and re-raises;
-    every episode finished by then is on disk, and ``--resume`` runs the rest."""
-    records, todo = pending_indices(run, settings.run.runs)
+    """Run every pending episode of ``run`` while holding its writer lock.
+
+    Ctrl-C (or SIGTERM, raised as ``KeyboardInterrupt`` by the CLI) marks the run interrupted
+    and re-raises; every episode finished by then is on disk and ``--resume`` runs the rest.
+    Episodes cut short by the interruption leave no line. A results folder that cannot be
+    written (a full disk) stops the run with ``StoreError``, the run left resumable.
+    ``command_started``: ``time.perf_counter()`` when the command began, for the manifest's
+    ``command_wall_s``.
+    """
+    with run.writing("run"):
+        return _execute(run, settings, make_agent, prompts, pool, observer, command_started)
+
+
+def _execute(
+    run: RunDir,
+    settings: Settings,
+    make_agent: Callable[[], Agent],
+    prompts: tuple[str, str],
+    pool: SandboxPool,
+    observer: RunObserver,
+    command_started: float | None,
+) -> RunResult:
+    clock = time.perf_counter()
+    base_wall, base_command = run.manifest.wall_s, run.manifest.command_wall_s
+    command_clock = clock if command_started is None else command_started
+    try:
+        records, todo = pending_indices(run, settings.run.runs)
+        run.write_manifest(status="running", isolation=pool.isolation)
+    except OSError as exc:
+        raise _store_error(run, exc) from None
     observer.started(settings.run.runs, list(records))
     sandbox_slots = settings.run.sandbox_concurrency or (os.cpu_count() or 1)
     env = EpisodeEnv(
@@ -103,8 +119,6 @@ def execute_run(
         instance_key=run.instance_key(),
         on_event=observer.event,
     )
-    clock = time.perf_counter()
-    run.write_manifest(status="running", isolation=pool.isolation)
     tasks: queue.Queue[int] = queue.Queue()
     for index in todo:
         tasks.put(index)
@@ -118,12 +132,15 @@ def execute_run(
                 return
             try:
                 record = Episode(env, index, run.fresh_episode_dir(index)).run()
+                if env.cancel.is_set() and record.outcome == "error":
+                    return  # cut short by the interruption (its sandbox closed): run on resume
+                run.append(record)
             except EpisodeCancelled:
                 return
             except BaseException as exc:  # never lose a worker silently
-                finished.put(exc)
+                if not env.cancel.is_set():
+                    finished.put(exc)
                 return
-            run.append(record)
             finished.put(record)
 
     # Daemon threads: an interrupted run exits at once, without waiting on a model reply.
@@ -133,7 +150,6 @@ def execute_run(
     ]
     for thread in threads:
         thread.start()
-    base_wall = run.manifest.wall_s
     written = clock
 
     def update_manifest(**status: str) -> None:
@@ -143,6 +159,7 @@ def execute_run(
             counts=summarize(records),
             usage=total_usage(records),
             wall_s=base_wall + written - clock,
+            command_wall_s=base_command + written - command_clock,
             **status,
         )
 
@@ -157,14 +174,29 @@ def execute_run(
             # record); episodes.jsonl, written as each episode ends, is what resume reads.
             if time.perf_counter() - written >= MANIFEST_PROGRESS_S:
                 update_manifest()
-    except BaseException:
+        records.sort(key=lambda r: r.index)
+        errors = any(r.outcome == "error" for r in records)
+        update_manifest(status="completed_with_errors" if errors else "completed")
+    except BaseException as exc:
         env.cancel.set()
-        records = run.records()  # also what finished but was not taken from the queue yet
-        update_manifest(status="interrupted")
+        try:
+            records = run.records()  # also what finished but was not taken from the queue yet
+            update_manifest(status="interrupted")
+        except OSError:
+            pass  # the manifest keeps its last state; episodes.jsonl is what resume reads
+        if isinstance(exc, OSError):
+            raise _store_error(run, exc) from None
         raise
-    records.sort(key=lambda r: r.index)
-    update_manifest(status="completed")
     return RunResult(run, records)
+
+
+def _store_error(run: RunDir, exc: OSError) -> StoreError:
+    kept = len(run.records())
+    return StoreError(
+        f"run {run.run_id} stopped: cannot write to {run.path}: {exc.strerror or exc}; "
+        f"{kept} finished episodes kept",
+        hint=f"free the space or fix the folder, then: leakbench run --resume {run.run_id}",
+    )
 
 
 def _next(finished: queue.Queue[EpisodeRecord | BaseException]) -> EpisodeRecord | BaseException:

@@ -12,11 +12,18 @@ results/<UTC-time>_<model>_<short-id>/
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
+import os
 import re
 import secrets
 import shutil
+import socket
 import threading
+from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leakbench import __version__
-from leakbench.errors import UsageError
+from leakbench.errors import LeakbenchError, UsageError
 from leakbench.settings import Settings, load_settings_file
 from leakbench.store.files import append_jsonl, read_jsonl, write_atomic
 from leakbench.task.keys import new_key, read_key, write_key
@@ -32,6 +39,16 @@ from leakbench.task.keys import new_key, read_key, write_key
 RUN_SCHEMA_VERSION = 1
 Outcome = Literal["passed", "failed", "invalid", "no_submission", "error"]
 OUTCOMES: tuple[str, ...] = ("passed", "failed", "invalid", "no_submission", "error")
+RunStatus = Literal["running", "completed", "completed_with_errors", "interrupted"]
+WRITER_LOCK = "writer.lock"
+
+
+class RunBusy(LeakbenchError):
+    """Another leakbench (a run, a resume, a re-grade) is writing this run folder."""
+
+
+class StoreError(LeakbenchError):
+    """The results folder cannot be written (full disk, I/O error, permissions)."""
 
 
 def utc_now() -> str:
@@ -47,14 +64,15 @@ class RunManifest(BaseModel):
     argv: list[str]
     model: str
     preset: str
-    status: Literal["running", "completed", "interrupted"]
+    status: RunStatus
     isolation: str = "unknown"
     runs: int
     base_seed: int
     counts: dict[str, int] = Field(default_factory=dict)
     created_at: str
     updated_at: str
-    wall_s: float = 0.0  # summed over the sessions that worked on the run
+    wall_s: float = 0.0  # time spent running episodes, summed over every session of the run
+    command_wall_s: float = 0.0  # whole commands (start-up included), summed over sessions
     usage: dict[str, float] = Field(default_factory=dict)
     # Instances from public seeds (task.public_seeds) anyone can regenerate: not tamper-proof.
     # A manifest without the field comes from before instance keys, when every run was so.
@@ -104,6 +122,7 @@ class RunDir:
         self.path = Path(path)
         self.manifest = manifest
         self._lock = threading.Lock()
+        self._writing = 0  # depth of writing() held by this object (it nests)
 
     # -- creating and opening ---------------------------------------------------------------
 
@@ -164,6 +183,47 @@ class RunDir:
         return read_key(self.path / "private")
 
     # -- writing -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writing(self, purpose: str) -> Iterator[None]:
+        """Hold the run's writer lock (an ``flock``, so it is released if this process dies):
+        a second run, resume or re-grade of the same folder gets a one-line refusal. Nests:
+        within a ``writing`` block of this object another one just goes on."""
+        if self._writing:
+            self._writing += 1
+            try:
+                yield
+            finally:
+                self._writing -= 1
+            return
+        lock = self.path / WRITER_LOCK
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise StoreError(f"run {self.run_id}: cannot write to {self.path}: {exc}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise StoreError(f"run {self.run_id}: cannot lock {lock}: {exc}") from None
+                holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+                raise RunBusy(
+                    f"run {self.run_id} is being written by another leakbench"
+                    + (f" ({holder})" if holder else ""),
+                    hint="wait for it to end, or stop it first",
+                ) from None
+            note = f"{purpose}, pid {os.getpid()} on {socket.gethostname()}, since {utc_now()}"
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, note.encode(), 0)
+            self._writing = 1
+            try:
+                yield
+            finally:
+                self._writing = 0
+        finally:
+            os.close(fd)
 
     def write_manifest(self, **changes: Any) -> None:
         with self._lock:
@@ -236,6 +296,18 @@ def _schema_version(raw: str) -> int | None:
     except (json.JSONDecodeError, AttributeError):
         return None
     return value if isinstance(value, int) else None
+
+
+def summarize(records: list[EpisodeRecord]) -> dict[str, int]:
+    counts = Counter(r.outcome for r in records)
+    return {"done": len(records), **{o: counts.get(o, 0) for o in OUTCOMES}}
+
+
+def total_usage(records: list[EpisodeRecord]) -> dict[str, float]:
+    totals: Counter[str] = Counter()
+    for record in records:
+        totals.update(record.usage)
+    return dict(totals)
 
 
 def find_run(results_dir: Path, run: str) -> Path:

@@ -1,0 +1,66 @@
+"""What the command line process knows about itself: when it started, and SIGTERM.
+
+``leakbench`` (``main``) marks the real start of the process (interpreter start-up and imports
+included, read from ``/proc``) and turns SIGTERM into ``Terminated``, a ``KeyboardInterrupt``,
+so that a ``timeout`` or a cancelled CI job ends a run the way Ctrl-C does: the manifest says
+``interrupted``, the resume command is printed, and the exit code is 143 (128 + SIGTERM).
+Commands invoked in-process (tests, ``CliRunner``) count from their own start instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from types import FrameType
+
+from leakbench.errors import Terminated
+
+_started: float | None = None
+_process_marked = False
+
+
+def mark_process_start() -> None:
+    """Record when this process began, on the ``time.perf_counter`` clock (``main``)."""
+    global _started, _process_marked
+    _started = time.perf_counter() - _process_age_s()
+    _process_marked = True
+
+
+def mark_command_start() -> None:
+    """Record the start of a command, unless this process is the command (``main``)."""
+    global _started
+    if not _process_marked:
+        _started = time.perf_counter()
+
+
+def command_started() -> float:
+    return time.perf_counter() if _started is None else _started
+
+
+def _process_age_s() -> float:
+    """Seconds since this process was started by the kernel (0 where /proc cannot say)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime", encoding="ascii") as uptime:
+            now = float(uptime.read().split()[0])
+        age = now - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return age if 0.0 <= age < 3600.0 else 0.0
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def handle_sigterm() -> None:
+    """SIGTERM raises ``Terminated`` in the main thread (a no-op elsewhere)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    return 143 if isinstance(exc, Terminated) else 130
