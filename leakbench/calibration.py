@@ -31,7 +31,7 @@ from leakbench.agents import canonical_model
 from leakbench.errors import LeakbenchError, UsageError
 from leakbench.grading.grade import score_passes
 from leakbench.settings import CalibrationRecord
-from leakbench.stats import wilson_interval
+from leakbench.stats import wilson_interval, wilson_interval_at_rate
 from leakbench.store.files import write_atomic
 from leakbench.store.runs import EpisodeRecord, RunDir, find_run, list_runs
 
@@ -72,7 +72,9 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["band"] = list(self.band)
-        data["interval"] = list(self.interval)
+        # One name for the interval in every file leakbench writes (reports, run summary).
+        del data["interval"]
+        data["pass_rate_low"], data["pass_rate_high"] = self.interval
         data["rule"] = describe_rule(self.metric, self.lower_is_better, self.quantile)
         return data
 
@@ -131,7 +133,7 @@ def interval_in_band(interval: tuple[float, float], band: tuple[float, float]) -
 
 def _interval_at_rate(rate: float, n: int, confidence: float) -> tuple[float, float]:
     # The Wilson formula only needs the proportion: successes may be fractional here.
-    return wilson_interval(rate * n, n, confidence)  # type: ignore[arg-type]
+    return wilson_interval_at_rate(rate, n, confidence)
 
 
 def runs_needed(

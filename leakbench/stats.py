@@ -12,16 +12,46 @@ if TYPE_CHECKING:
     from leakbench.store.runs import EpisodeRecord
 
 
+def _clamp(low: float, high: float) -> tuple[float, float]:
+    # Rounding can leave a bound a hair outside [0, 1] (a 0% group's lower bound came out as
+    # 2.8e-17), which then turns into a negative error bar in a plot.
+    return min(1.0, max(0.0, float(low))), min(1.0, max(0.0, float(high)))
+
+
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion; (0, 1) when there is no data."""
+    """Wilson score interval for a binomial proportion, within [0, 1]; (0, 1) with no data.
+
+    Whole counts go to ``scipy.stats.binomtest``. A fractional ``successes`` (calibration asks
+    what a rate would give at another number of episodes) goes to :func:`wilson_interval_at_rate`.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    if isinstance(successes, float) and not successes.is_integer():
+        return wilson_interval_at_rate(successes / n, n, confidence)
+    # Imported here: scipy.stats takes seconds to import, and `leakbench run` imports this
+    # module at start-up but needs an interval only once its episodes are done.
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(successes), int(n)).proportion_ci(
+        confidence_level=confidence, method="wilson"
+    )
+    return _clamp(ci.low, ci.high)
+
+
+def wilson_interval_at_rate(rate: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson interval a proportion ``rate`` would have after ``n`` trials, within [0, 1].
+
+    For planning only ("how many episodes until the interval fits the band"), where
+    ``rate * n`` need not be whole: ``binomtest`` takes whole counts, so this is the closed
+    form scipy uses, and it equals :func:`wilson_interval` wherever ``rate * n`` is whole.
+    """
     if n <= 0:
         return 0.0, 1.0
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = successes / n
     denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    centre = (rate + z * z / (2 * n)) / denom
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denom
+    return _clamp(centre - half, centre + half)
 
 
 @dataclass(frozen=True)
@@ -37,6 +67,7 @@ class PassRate:
 
     @property
     def interval(self) -> tuple[float, float]:
+        """The 95% Wilson interval (reported as ``pass_rate_low`` and ``pass_rate_high``)."""
         return wilson_interval(self.passed, self.graded)
 
 

@@ -183,7 +183,8 @@ def test_cli_reads_runs_of_the_model_and_prints_json(cli, tmp_path):
     assert data["runs"] == ["r1"] and data["used"] == 25 and data["metric"] == "auroc"
     # ceil(0.85 * 24) = 21 -> 0.984; 4 of 25 pass
     assert data["threshold"] == pytest.approx(0.984) and data["passed"] == 4
-    assert data["interval"] == pytest.approx(list(wilson_interval(4, 25)))
+    low, high = wilson_interval(4, 25)
+    assert (data["pass_rate_low"], data["pass_rate_high"]) == pytest.approx((low, high))
     assert data["runs_needed"] == runs_needed(4 / 25, (0.10, 0.40))
     assert "warning" not in result.stderr
     table = cli("--results-dir", results, "calibrate", "--quantile", "0.5")

@@ -20,7 +20,11 @@ def report_command(
     run: Annotated[
         list[str] | None,
         typer.Option(
-            "--run", "-r", help="Run id (or folder); repeatable. Default: every run.", metavar="ID"
+            "--run",
+            "-r",
+            help="Run id or folder; an id prefix selects every run whose id starts with it. "
+            "Repeatable. Default: every run.",
+            metavar="ID",
         ),
     ] = None,
     episodes: Annotated[
@@ -35,13 +39,15 @@ def report_command(
         typer.Option("--out", "-o", help="Write to this file (default: stdout).", metavar="FILE"),
     ] = None,
 ) -> None:
-    """Summarise runs per model and preset: pass rate [95% CI], scores, leaks, cost.
+    """Summarise runs per model, preset and threshold: pass rate [95% CI], errors, cost.
 
     Reads each run's manifest.json and episodes.jsonl (re-graded runs show their new verdicts).
-    Pass rate = passed / (episodes - errors). The HTML report is one self-contained file with
-    the table and plots (needs matplotlib: pip install 'leakbench\\[plots]').
+    Runs graded with another metric or threshold are never pooled. Pass rate = passed /
+    (episodes - errors); CSV and JSON name its 95% CI pass_rate_low and pass_rate_high. The
+    HTML report is one self-contained file with the table and plots (needs matplotlib: pip
+    install 'leakbench\\[plots]').
 
-    Example: leakbench report --format html --out report.html
+    Example: leakbench report --run 20260512 --format html --out report.html
     """
     app_state = state(ctx)
     settings = app_state.settings(None)

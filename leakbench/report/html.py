@@ -18,8 +18,8 @@ import numpy as np
 
 from leakbench import __version__
 from leakbench.errors import LeakbenchError
-from leakbench.report.render import cells
-from leakbench.report.summary import Group
+from leakbench.report.render import cells, plural
+from leakbench.report.summary import Group, group_label
 from leakbench.store.runs import EpisodeRecord, RunDir
 
 RELIABILITY_CAP = 200  # episodes per group read for the reliability diagram
@@ -76,7 +76,7 @@ def score_plot(groups: Sequence[Group]) -> str:
         for threshold in sorted({r.threshold for r in group.records}):
             ax.plot([threshold, threshold], [y - 0.4, y + 0.4], color="black", lw=2)
     ax.plot([], [], color="black", lw=2, label="threshold")
-    ax.set_yticks(range(len(groups)), [f"{g.label}\n({g.metric})" for g in groups])
+    ax.set_yticks(range(len(groups)), [g.label for g in groups])
     ax.set_ylim(-0.6, len(groups) - 0.4)
     ax.invert_yaxis()
     ax.set_xlabel("score (each group's grading metric)")
@@ -86,7 +86,7 @@ def score_plot(groups: Sequence[Group]) -> str:
 
 
 def pass_rate_plot(rows: Sequence[dict[str, Any]], band: tuple[float, float]) -> str:
-    """Pass rates with 95% Wilson intervals, over the calibration band."""
+    """Pass rates with their 95% CI (Wilson), over the calibration band."""
     fig = _figure(9, _height(rows))
     ax = fig.add_subplot()
     ax.axvspan(band[0], band[1], color="#e9f5db", label=f"band {band[0]:.0%}–{band[1]:.0%}")
@@ -94,21 +94,23 @@ def pass_rate_plot(rows: Sequence[dict[str, Any]], band: tuple[float, float]) ->
         rate = row["pass_rate"]
         if rate is None:
             continue
-        err = [[rate - row["pass_rate_low"]], [row["pass_rate_high"] - rate]]
+        # never negative, even if a bound lands a rounding error on the wrong side of the rate
+        err = [[max(0.0, rate - row["pass_rate_low"])], [max(0.0, row["pass_rate_high"] - rate)]]
         ax.errorbar([rate], [y], xerr=err, fmt="o", color="#264653", capsize=5)
         ax.annotate(
-            f"{rate:.0%} of {row['episodes'] - row['error']}",
+            f"{rate:.0%} of {row['graded']}",
             (rate, y),
             textcoords="offset points",
             xytext=(0, 8),
             ha="center",
             fontsize=8,
         )
-    ax.set_yticks(range(len(rows)), [f"{r['model']} · {r['preset']}" for r in rows])
+    labels = [group_label(r["model"], r["preset"], r["metric"], r["threshold"]) for r in rows]
+    ax.set_yticks(range(len(rows)), labels)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("pass rate (95% Wilson interval)")
+    ax.set_xlabel("pass rate (95% CI, Wilson)")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
@@ -247,7 +249,7 @@ def render_html(
     rates = pass_rate_plot(summary, band)
     reliability, notes = reliability_plot(groups)
     effort = effort_plot(groups)
-    runs = sum(len(g.runs) for g in groups)
+    runs = len({loaded.run.path for g in groups for loaded in g.runs})  # a run may span groups
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!DOCTYPE html>",
@@ -255,14 +257,15 @@ def render_html(
         "<title>leakbench report</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>leakbench report</h1>",
-        f'<p class="note">{runs} runs, {len(groups)} groups; leakbench {__version__}; '
+        f'<p class="note">{plural(runs, "run")}, {plural(len(groups), "group")}; '
+        f"leakbench {__version__}; "
         f"{stamp}. Pass rate = passed / (episodes − errors).</p>",
         "<h2>Summary</h2>",
         _html_table(cells(summary, episodes=False)),
         "<h2>Scores and thresholds</h2>",
         _img(score, "score distribution per group with the threshold marked"),
         "<h2>Pass rates</h2>",
-        _img(rates, "pass rate per group with 95% Wilson intervals"),
+        _img(rates, "pass rate per group with its 95% CI"),
         "<h2>Reliability of the submitted probabilities</h2>",
         f'<p class="note">Up to {RELIABILITY_CAP} episodes per group; labels regenerated '
         "from each run's settings.</p>",

@@ -34,21 +34,38 @@ def _mean_sd(mean: float | None, sd: float | None) -> str:
     return _num(mean) if sd is None else f"{mean:.4f} ± {sd:.4f}"
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 group``, ``2 groups``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _int(value: int) -> str:
+    return f"{int(value):,}"
+
+
+def pass_rate_text(row: dict[str, Any]) -> str:
+    """``30.0% [10.8%, 60.3%]``: the pass rate and its 95% CI (``pass_rate_low/high``)."""
+    if row["pass_rate"] is None:
+        return "-"
+    return f"{_pct(row['pass_rate'])} [{_pct(row['pass_rate_low'])}, {_pct(row['pass_rate_high'])}]"
+
+
 def summary_cells(row: dict[str, Any]) -> list[tuple[str, str]]:
     """One summary row as (label, text) pairs, in display order."""
-    rate = _pct(row["pass_rate"])
-    if row["pass_rate"] is not None:
-        rate += f" [{_pct(row['pass_rate_low'])}, {_pct(row['pass_rate_high'])}]"
     cells = [
         ("model", row["model"]),
         ("preset", row["preset"]),
+        ("metric", row["metric"] or "-"),
+        ("threshold", _num(row["threshold"])),
+        ("run status", row["run_status"]),
         ("runs", str(row["runs"])),
         ("instances", _instances(row)),
         ("episodes", str(row["episodes"])),
-        ("passed", str(row["passed"])),
-        ("pass rate [95% CI]", rate),
-        ("score mean ± sd", f"{_mean_sd(row['score_mean'], row['score_sd'])} ({row['metric']})"),
-        ("threshold", _num(row["threshold"])),
+        ("errors", str(row["error"])),
+        # errors count neither way: say what the rate is out of
+        ("passed", f"{row['passed']} of {plural(row['graded'], 'graded episode')}"),
+        ("pass rate [95% CI]", pass_rate_text(row)),
+        ("score mean ± sd", _mean_sd(row["score_mean"], row["score_sd"])),
         ("AUROC mean ± sd", _mean_sd(row["auroc_mean"], row["auroc_sd"])),
         ("regret to oracle", _num(row["regret_mean"])),
         ("leaks detected", str(row["leaks_any"])),
@@ -61,9 +78,11 @@ def summary_cells(row: dict[str, Any]) -> list[tuple[str, str]]:
     cells += [
         ("invalid", str(row["invalid"])),
         ("no submission", str(row["no_submission"])),
-        ("errors", str(row["error"])),
         ("mean steps", _num(row["steps_mean"], 1)),
-        ("tokens (cache reads)", f"{row['tokens']:,} ({row['cache_read_tokens']:,})"),
+        ("input tokens", _int(row["input_tokens"])),
+        ("output tokens", _int(row["output_tokens"])),
+        ("cache read tokens", _int(row["cache_read_tokens"])),
+        ("cache write tokens", _int(row["cache_write_tokens"])),
         ("cost", f"${row['cost_usd']:.4f}"),
         ("wall time", f"{row['wall_s']:.1f}s"),
     ]
@@ -81,11 +100,13 @@ def _instances(row: dict[str, Any]) -> str:
 def episode_cells(row: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         ("run", row["run_id"]),
+        ("run status", row["run_status"]),
         ("index", str(row["index"])),
         ("seed", str(row["seed"]) + ("" if row["tamper_proof"] else " (public)")),
         ("outcome", row["outcome"]),
         ("score", _num(row["score"])),
         ("steps", str(row["steps"])),
+        ("tokens", _int(row["tokens"])),
         ("cost", f"${row['cost_usd']:.4f}"),
         ("reasons", row["reasons"]),
     ]
@@ -117,12 +138,14 @@ def table(rows: Sequence[dict[str, Any]], episodes: bool) -> Table:
 
 _EMPTY_EPISODE: dict[str, Any] = {
     "run_id": "",
+    "run_status": "",
     "index": 0,
     "seed": 0,
     "tamper_proof": True,
     "outcome": "",
     "score": None,
     "steps": 0,
+    "tokens": 0,
     "cost_usd": 0.0,
     "reasons": "",
 }

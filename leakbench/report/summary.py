@@ -7,14 +7,15 @@ CSV, JSON) shows the same numbers; leak detections are flattened to ``leaks.<col
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leakbench.errors import LeakbenchError
+from leakbench.errors import LeakbenchError, UsageError
 from leakbench.stats import pass_rate
-from leakbench.store.runs import EpisodeRecord, RunDir, find_run, list_runs
+from leakbench.store.runs import EpisodeRecord, RunDir, list_runs
 
 LEAK_PREFIX = "leaks."
 
@@ -31,11 +32,16 @@ class LoadedRun:
 
 @dataclass
 class Group:
-    """The runs of one model on one preset, graded with one metric."""
+    """The runs of one model on one preset, graded with one metric at one threshold.
+
+    Pass rates at different thresholds (or of different metrics) measure different things, so
+    they are never pooled: a run re-graded in part is split over several groups.
+    """
 
     model: str
     preset: str
     metric: str
+    threshold: float | None  # None only for a group of runs with no finished episode
     runs: list[LoadedRun]
 
     @property
@@ -44,13 +50,25 @@ class Group:
 
     @property
     def label(self) -> str:
-        return f"{self.model} · {self.preset}"
+        return group_label(self.model, self.preset, self.metric, self.threshold)
+
+
+def group_label(model: str, preset: str, metric: str, threshold: float | None) -> str:
+    """``model · preset · metric threshold``, the name of a group in plots and notes."""
+    parts = [model, preset]
+    if metric:
+        parts.append(metric if threshold is None else f"{metric} {threshold:.4g}")
+    return " · ".join(parts)
 
 
 def load_runs(results_dir: Path, run_ids: Sequence[str] = ()) -> list[LoadedRun]:
-    """The selected runs (default: all in ``results_dir``) with their episode records."""
+    """The selected runs (default: all in ``results_dir``) with their episode records.
+
+    Each of ``run_ids`` is a run folder, a run id, or an id prefix that selects every run whose
+    id starts with it.
+    """
     if run_ids:
-        paths = [find_run(results_dir, r) for r in run_ids]
+        paths = [p for r in run_ids for p in select_runs(results_dir, r)]
     else:
         paths = list_runs(results_dir)
         if not paths:
@@ -66,24 +84,46 @@ def load_runs(results_dir: Path, run_ids: Sequence[str] = ()) -> list[LoadedRun]
     return loaded
 
 
-def group_runs(runs: Sequence[LoadedRun]) -> list[Group]:
-    """Group by (model, preset, metric), in order of first appearance.
+def select_runs(results_dir: Path, run: str) -> list[Path]:
+    """The run folders ``run`` names: a folder, an exact id, or every id that starts with it.
 
-    A run's records normally share one metric; one re-graded under another metric is split.
+    Unlike ``find_run`` (which ``run --resume`` needs to name exactly one run), a prefix
+    matching several runs selects them all, in id order.
     """
-    groups: dict[tuple[str, str, str], Group] = {}
+    for exact in (Path(run), Path(results_dir) / run):
+        if run and (exact / "manifest.json").is_file():
+            return [exact]
+    matches = [p for p in list_runs(results_dir) if p.name.startswith(run)] if run else []
+    if not matches:
+        raise UsageError(
+            f"no run '{run}' in {results_dir}", hint="list runs with `leakbench report`"
+        )
+    return matches
+
+
+def group_runs(runs: Sequence[LoadedRun]) -> list[Group]:
+    """Group by (model, preset, metric, threshold), in order of first appearance."""
+    groups: dict[tuple[str, str, str, float | None], Group] = {}
     for loaded in runs:
         manifest = loaded.run.manifest
-        by_metric: dict[str, list[EpisodeRecord]] = {}
+        by_grading: dict[tuple[str, float | None], list[EpisodeRecord]] = {}
         for record in loaded.records:
-            by_metric.setdefault(record.metric, []).append(record)
-        if not by_metric:
-            by_metric[""] = []
-        for metric, records in by_metric.items():
-            key = (manifest.model, manifest.preset, metric)
+            by_grading.setdefault((record.metric, record.threshold), []).append(record)
+        if not by_grading:
+            by_grading["", None] = []
+        for (metric, threshold), records in by_grading.items():
+            key = (manifest.model, manifest.preset, metric, threshold)
             group = groups.setdefault(key, Group(*key, runs=[]))
             group.runs.append(LoadedRun(loaded.run, records))
     return list(groups.values())
+
+
+def run_status(group: Group) -> str:
+    """The runs' manifest status: ``completed``, or ``2 completed, 1 interrupted`` if mixed."""
+    counts = Counter(run.run.manifest.status for run in group.runs)
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -99,6 +139,11 @@ def _mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 def _usage(records: Sequence[EpisodeRecord], key: str) -> float:
     return float(sum(r.usage.get(key, 0.0) or 0.0 for r in records))
+
+
+def _tokens(records: Sequence[EpisodeRecord], key: str) -> int:
+    # usage is stored as floats; a token count is shown and written as a whole number
+    return round(_usage(records, key))
 
 
 def leak_columns(groups: Sequence[Group]) -> list[str]:
@@ -120,15 +165,15 @@ def summary_row(group: Group, leaks: Sequence[str]) -> dict[str, Any]:
     regret_mean, _ = _mean_sd(
         [g for g in (r.metrics.get("regret") for r in records) if g is not None]
     )
-    thresholds = sorted({r.threshold for r in records})
     steps_mean, _ = _mean_sd([float(r.steps) for r in records])
-    tokens_in, tokens_out = _usage(records, "input_tokens"), _usage(records, "output_tokens")
+    tokens_in, tokens_out = _tokens(records, "input_tokens"), _tokens(records, "output_tokens")
     public = sum(run.run.manifest.public_seeds for run in group.runs)
     row: dict[str, Any] = {
         "model": group.model,
         "preset": group.preset,
         "metric": group.metric,
-        "threshold": thresholds[0] if len(thresholds) == 1 else None,
+        "threshold": group.threshold,
+        "run_status": run_status(group),
         "runs": len(group.runs),
         # runs on public seeds (task.public_seeds): anyone could regenerate their labels
         "public_seed_runs": public,
@@ -139,6 +184,7 @@ def summary_row(group: Group, leaks: Sequence[str]) -> dict[str, Any]:
         "invalid": counts["invalid"],
         "no_submission": counts["no_submission"],
         "error": counts["error"],
+        "graded": rate.graded,  # episodes - error: the pass rate's denominator
         "pass_rate": rate.rate,
         "pass_rate_low": low if rate.graded else None,
         "pass_rate_high": high if rate.graded else None,
@@ -154,11 +200,11 @@ def summary_row(group: Group, leaks: Sequence[str]) -> dict[str, Any]:
     row.update(
         {
             "steps_mean": steps_mean,
-            "input_tokens": int(tokens_in),
-            "output_tokens": int(tokens_out),
-            "tokens": int(tokens_in + tokens_out),
-            "cache_read_tokens": int(_usage(records, "cache_read_tokens")),
-            "cache_write_tokens": int(_usage(records, "cache_write_tokens")),
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "tokens": tokens_in + tokens_out,
+            "cache_read_tokens": _tokens(records, "cache_read_tokens"),
+            "cache_write_tokens": _tokens(records, "cache_write_tokens"),
             "cost_usd": _usage(records, "cost_usd"),
             "wall_s": float(sum(run.run.manifest.wall_s for run in group.runs)),
             "episode_wall_s_mean": _mean_sd([r.wall_s for r in records])[0],
@@ -181,6 +227,7 @@ def episode_rows(runs: Sequence[LoadedRun]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "run_id": manifest.run_id,
+                    "run_status": manifest.status,
                     "model": r.model,
                     "preset": r.preset,
                     "index": r.index,
@@ -191,9 +238,7 @@ def episode_rows(runs: Sequence[LoadedRun]) -> list[dict[str, Any]]:
                     "score": r.score,
                     "threshold": r.threshold,
                     "steps": r.steps,
-                    "tokens": int(
-                        (r.usage.get("input_tokens") or 0) + (r.usage.get("output_tokens") or 0)
-                    ),
+                    "tokens": _tokens([r], "input_tokens") + _tokens([r], "output_tokens"),
                     "cost_usd": float(r.usage.get("cost_usd") or 0.0),
                     "wall_s": r.wall_s,
                     "leaks": ";".join(r.leaks_detected),
