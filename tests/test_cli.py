@@ -107,10 +107,11 @@ def test_grade_predictions_json_and_table(cli, tmp_path, instance_dir):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("0.5\n" * 199, "expected 200 probabilities"),
-        ("0.5\n" * 199 + "nan\n", "NaN or infinite"),
-        ("0.5\n" * 199 + "2\n", "must lie in [0, 1]"),
-        ("0.5\n" * 199 + "abc\n", "'abc' on data row 200 is not a number"),
+        ("p\n" + "0.5\n" * 199, "expected 200 probabilities"),
+        ("p\n" + "0.5\n" * 199 + "nan\n", "NaN or infinite"),
+        ("p\n" + "0.5\n" * 199 + "2\n", "must lie in [0, 1]"),
+        ("p\n" + "0.5\n" * 199 + "abc\n", "'abc' on data row 200 is not a number"),
+        ("0.5\n" * 201, "the first row '0.5' holds a number, not a column name"),
         ("a,b\n" + "0.5,0.5\n" * 200, "expected one probability column, got 2 columns"),
     ],
 )

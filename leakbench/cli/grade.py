@@ -30,7 +30,11 @@ def grade_command(
     ] = None,
     predictions: Annotated[
         Path | None,
-        typer.Option(help="CSV with one probability column (header optional), or .npy."),
+        typer.Option(
+            help="One probability per test row, in test.csv order: .npy (a 1-D float array, "
+            "np.save) or .csv/.txt (a header row, then one value per row; see the description).",
+            metavar="FILE",
+        ),
     ] = None,
     pipeline: Annotated[
         Path | None,
@@ -47,6 +51,17 @@ def grade_command(
     Scores probabilities for the instance's test rows, and/or a fitted pipeline, against the
     answer key: AUROC, Brier, log loss, ECE, oracle AUROC and regret, the Bayes-ceiling check,
     and with a pipeline the consistency check, holdout scores, leak audit and fingerprint.
+
+    Predictions files: a .npy file holds a 1-D float array, as np.save(path, proba) writes it
+    (for predict_proba output save proba[:, 1]; object arrays and pickles are refused). In a
+    .csv or .txt file the first row is always the header, then one row per test row. The
+    probabilities are the only column, after skipping an unnamed first column that holds the
+    row index 0..n-1; with several columns, the one named y_pred_proba (or proba, probas,
+    pred_proba, y_pred). So pd.Series(proba).to_csv(path, index=False),
+    pd.Series(proba, name="y_pred_proba").to_csv(path) and
+    np.savetxt(path, proba, header="y_pred_proba") are all read as written. A first row holding
+    a number (other than pandas' default column labels 0, 1, ...) means the file has no header,
+    and it is refused rather than read one row off.
 
     The preset defaults to the one the instance was generated with. A failed verdict exits 0
     (it is a result); an unreadable or invalid predictions file exits 2.
