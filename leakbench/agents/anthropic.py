@@ -8,6 +8,7 @@ still throws after its retries becomes an ``AgentError``, which ends the episode
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from pathlib import Path
@@ -85,9 +86,11 @@ def check_api_key(client: anthropic.Anthropic, model: str) -> None:
     model = bare_model(model)
     credentials = (getattr(client, name, None) for name in ("api_key", "auth_token", "credentials"))
     if not any(credentials):
+        # A preset can name a Claude model by itself (seed does): say how to run without one.
         raise LeakbenchError(
-            "ANTHROPIC_API_KEY is not set",
-            hint="export it, or put ANTHROPIC_API_KEY=... in a .env file in this folder",
+            f"ANTHROPIC_API_KEY is not set, and model {model} needs it",
+            hint="export it, or put ANTHROPIC_API_KEY=... in a .env file in this folder; "
+            "or run the built-in scripted agent, which needs no key: --model local/baseline",
         )
     try:
         try:
@@ -419,7 +422,10 @@ def _pending_tool_use_ids(messages: list[dict[str, Any]]) -> list[str]:
 
 
 def _dump(block: Any) -> dict[str, Any]:
-    return block.model_dump(mode="json", exclude_none=True)
+    dumped = block.model_dump(mode="json", exclude_none=True)
+    if getattr(block, "type", None) == "tool_use":
+        dumped["input"] = _json_safe(block.input)  # pydantic would make a NaN null
+    return dumped
 
 
 def _block_param(block: Any) -> dict[str, Any] | None:
@@ -429,5 +435,27 @@ def _block_param(block: Any) -> dict[str, Any] | None:
         # the API rejects empty text blocks in a request
         return {"type": "text", "text": block.text} if block.text else None
     if kind == "tool_use":
-        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+        return {
+            "type": "tool_use",
+            "id": block.id,
+            "name": block.name,
+            "input": _json_safe(block.input),
+        }
     return _dump(block)  # thinking, server tools: sent back as received
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with each NaN or infinity spelled as a string ("NaN", "Infinity", "-Infinity").
+
+    JSON has no such numbers, but the SDK parses a reply leniently, so a tool input can hold
+    one. The episode gets the input as parsed and answers that call at its step (a submission
+    of NaN probabilities fails its check); only the history sent back, which the SDK encodes
+    strictly, spells the number as the model wrote it, so the next request is not refused.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value

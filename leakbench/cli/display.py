@@ -10,15 +10,49 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-_state = {"no_color": False, "verbosity": 0}
+_state = {"no_color": False, "plain": False, "verbosity": 0}
 _PIPE_WIDTH = 160
+
+# Characters that a terminal acts on rather than shows: C0 controls but newline and tab (ESC
+# starts CSI/OSC sequences, BEL, backspace and carriage return rewrite what is on screen), DEL,
+# the C1 controls (0x9b is a one-byte CSI) and the bidirectional overrides that reorder a line.
+_NAMED = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\r": "\\r", "\v": "\\v"}
+_UNSAFE: dict[int, str] = {
+    **{c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"},
+    **{
+        ord(c): f"\\u{ord(c):04x}" for c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    },
+    **{ord(c): name for c, name in _NAMED.items()},
+}
+
+
+def start(argv: list[str]) -> None:
+    """Before parsing: ``--no-color`` anywhere among the options, or ``NO_COLOR``, makes the
+    whole invocation plain, typer's help and usage errors included."""
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    _state["plain"] = "--no-color" in options
+    configure(no_color=False, verbosity=0)
 
 
 def configure(*, no_color: bool, verbosity: int) -> None:
-    _state["no_color"] = no_color or bool(os.environ.get("NO_COLOR"))
+    plain = no_color or bool(_state["plain"]) or bool(os.environ.get("NO_COLOR"))
+    _state["no_color"] = plain
     _state["verbosity"] = verbosity
     err_console.cache_clear()
+    out_console.cache_clear()
+    _style_typer(plain)
+
+
+def _style_typer(plain: bool) -> None:
+    # Typer prints help and usage errors through consoles of its own; COLOR_SYSTEM = None is its
+    # switch for "no ANSI codes at all" (rich's no_color alone keeps bold, dim and italic).
+    module = sys.modules.get("typer.rich_utils")
+    if module is None and plain:
+        import typer.rich_utils as module
+    if module is not None:
+        module.COLOR_SYSTEM = None if plain else "auto"
 
 
 def verbosity() -> int:
@@ -38,10 +72,13 @@ class _Lazy:
             # Redirected to a file or a pipe, tables keep their rows whole instead of wrapping
             # every cell at rich's default 80 columns.
             width = None if stream.isatty() else _PIPE_WIDTH
+            plain = bool(_state["no_color"])
             self._console = Console(
                 file=stream,
-                no_color=bool(_state["no_color"]),
+                color_system=None if plain else "auto",  # None: no styles at all, bold included
+                no_color=plain,
                 highlight=False,
+                emoji=False,
                 soft_wrap=True,
                 width=width,
             )
@@ -53,6 +90,11 @@ class _Lazy:
 
 err_console = _Lazy(stderr=True)
 out_console = _Lazy(stderr=False)
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on shown as an escape (``\\x1b``)."""
+    return text.translate(_UNSAFE)
 
 
 def error(message: str) -> None:
@@ -74,8 +116,16 @@ def debug(message: str) -> None:
         err_console().print(f"[dim]{_escape(message)}[/dim]")
 
 
+def untrusted(prefix: str, text: str) -> None:
+    """Text from an agent or its sandbox on stderr, each line after ``prefix``: shown as written,
+    never interpreted (no escape sequences, no rich markup)."""
+    if verbosity() >= 0:
+        lines = printable(text).split("\n")
+        err_console().print(Text("\n".join(prefix + line for line in lines)))
+
+
 def _escape(text: str) -> str:
-    return escape(text)
+    return escape(printable(text))
 
 
 def print_json(obj: Any) -> None:

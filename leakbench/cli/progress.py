@@ -91,9 +91,14 @@ class RunProgress:
                 display.info("    " + "; ".join(record.reasons))
 
     def event(self, index: int, kind: str, text: str) -> None:
+        """One block of an episode's turn (-v): with several episodes in flight, blocks of
+        different episodes interleave, so every line carries its episode. The agent's text,
+        its code and the sandbox's output are shown, never interpreted by the terminal."""
         if not self.stream_turns:
             return
+        label = {"text": "agent", "code": "code", "result": "result"}.get(kind, kind)
+        body = text if len(text) <= 2000 else text[:2000] + " ..."
         with self._lock:
-            label = {"text": "agent", "code": "code", "result": "result"}.get(kind, kind)
-            body = text if len(text) <= 2000 else text[:2000] + " ..."
-            display.info(f"--- episode {index} {label} ---\n{body}")
+            # The body is indented, so no line of it can pass for a block header.
+            display.untrusted(f"[ep {index}] ", f"{label}:")
+            display.untrusted(f"[ep {index}]   ", body)
