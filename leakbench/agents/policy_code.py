@@ -642,7 +642,7 @@ cat_cols = [c for c in X.columns if str(X[c].dtype) == "category"]
 pre = ColumnTransformer(
     [("cat", OneHotEncoder(handle_unknown="ignore"), cat_cols)], remainder="passthrough"
 )
-forest = RandomForestClassifier(n_estimators=300, min_samples_leaf=5, **SEEDED)
+forest = RandomForestClassifier(n_estimators=100, min_samples_leaf=5, **SEEDED)
 pipe = Pipeline([("pre", pre), ("clf", forest)]).fit(X, y)
 proba = pipe.predict_proba(test_df[X.columns])[:, 1]
 submit_answer({"y_pred_proba": proba, "pipeline": pipe})
