@@ -343,3 +343,47 @@ def test_write_atomic_keeps_the_umask(tmp_path):
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
     write_atomic(tmp_path / "b.txt", "x", mode=0o600)
     assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_unusable_results_folder_is_one_line(cli, tmp_path):
+    blocker = tmp_path / "results"
+    blocker.write_text("a file, not a folder")
+    result = cli("--results-dir", blocker, "run", "--model", "local/baseline", "--runs", "1")
+    assert result.exit_code == 1, result.output
+    assert "cannot make a run folder" in result.stderr and "Traceback" not in result.output
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_ctrl_c_during_start_up_marks_the_run_interrupted(cli, tmp_path, monkeypatch):
+    from leakbench.runner import prompts
+
+    def interrupted(settings):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prompts, "build_prompts", interrupted)
+    results = tmp_path / "results"
+    result = cli("--results-dir", results, "run", "--model", "local/baseline", "--runs", "2")
+    assert result.exit_code == 130, result.output
+    run = next(results.iterdir())
+    assert f"leakbench run --resume {run.name}" in result.stderr
+    assert json.loads((run / "manifest.json").read_text())["status"] == "interrupted"
+
+
+def test_regrade_measures_a_check_that_was_off_during_the_run(cli, tmp_path):
+    results = tmp_path / "results"
+    config = tmp_path / "off.toml"
+    config.write_text("[grading]\nleak_audit = false\n")
+    args = ("--results-dir", results, "-c", config, "run", "--model", "local/leaky")
+    first = cli(*args, "--runs", "1")
+    assert first.exit_code == 0, first.output
+    run = next(results.iterdir())
+    grade_file = run / "episodes" / "0000" / "grade.json"
+    before = json.loads(grade_file.read_text())
+    assert "leak_audit" not in before["checks"]["measured"] and not before["leaks_detected"]
+    # re-graded under the preset (audit on): the stored pipeline is audited now, not called clean
+    again = cli("--results-dir", results, "grade", run.name)
+    assert again.exit_code == 0, again.output
+    after = json.loads(grade_file.read_text())
+    assert "leak_audit" in after["checks"]["measured"]
+    assert after["leaks_detected"] and "leak" in after["failed_checks"]
+    assert _records(run)[0]["leaks_detected"] == after["leaks_detected"]

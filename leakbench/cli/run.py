@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from leakbench.stats import pass_rate
 
 if TYPE_CHECKING:
     from leakbench.runner.run import RunResult
+    from leakbench.sandbox import SandboxPool
     from leakbench.store.runs import RunDir
 
 # Settings that change how fast a run goes, not what it measures: a resume may change them.
@@ -94,55 +96,62 @@ def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
     """
     from leakbench.agents import parse_model
     from leakbench.cli.process import interrupt_exit_code
+    from leakbench.sandbox import SandboxPool
     from leakbench.store.runs import RunDir
 
     provider, name = parse_model(settings.agent.model)
     # One spelling per model in run ids, manifests and reports (claude-x -> anthropic/claude-x).
     settings = settings.with_overrides({"agent.model": f"{provider}/{name}"})
     client = _client(settings, name) if provider == "anthropic" else None
-    if run is None:
-        run = RunDir.create(Path(settings.run.results_dir), settings, ["leakbench", *sys.argv[1:]])
-    try:
-        with run.writing("run"):
-            return _run_with_progress(run, settings, client)
-    except KeyboardInterrupt as exc:
-        _mark_interrupted(run)
-        kept = len(run.records())
-        display.error(
-            f"interrupted: {kept} finished episodes kept; "
-            f"finish with: leakbench run --resume {run.run_id}"
-        )
-        raise typer.Exit(interrupt_exit_code(exc)) from None
+    pool = SandboxPool()
+    with contextlib.closing(pool):
+        # The zygote imports the scientific stack in its own process while this one goes on.
+        pool.launch()
+        if run is None:
+            argv = ["leakbench", *sys.argv[1:]]
+            run = RunDir.create(Path(settings.run.results_dir), settings, argv)
+        try:
+            with run.writing("run"):
+                return _run_with_progress(run, settings, client, pool)
+        except KeyboardInterrupt as exc:
+            _mark_interrupted(run)
+            kept = len(run.records())
+            display.error(
+                f"interrupted: {kept} finished episodes kept; "
+                f"finish with: leakbench run --resume {run.run_id}"
+            )
+            raise typer.Exit(interrupt_exit_code(exc)) from None
 
 
-def _run_with_progress(run: RunDir, settings: Settings, client: Any) -> RunResult:
+def _run_with_progress(
+    run: RunDir, settings: Settings, client: Any, pool: SandboxPool
+) -> RunResult:
     from leakbench.agents import make_agent
     from leakbench.cli.process import command_started
     from leakbench.cli.progress import RunProgress
     from leakbench.runner.prompts import build_prompts
     from leakbench.runner.run import execute_run
-    from leakbench.sandbox import SandboxPool
 
     n = settings.run.runs
     display.info(f"run {run.run_id}: {n} episode{'s' if n != 1 else ''} of {settings.agent.model}")
     if settings.task.public_seeds:
         display.warn("task.public_seeds: anyone can regenerate these instances (not tamper-proof)")
+    prompts = build_prompts(settings)  # while the zygote starts
     # Fully isolated workers see no results folder, working directory or .env (containment.py).
-    with SandboxPool() as pool:
-        pool.start()
-        if pool.isolation != "full":
-            why = pool.isolation_note or "run as root for full sandbox isolation"
-            display.warn(f"isolation: {pool.isolation} ({why})")
-        with RunProgress(stream_turns=display.verbosity() >= 1) as progress:
-            return execute_run(
-                run,
-                settings,
-                lambda: make_agent(settings.agent.model, settings, client),
-                build_prompts(settings),
-                pool,
-                progress,
-                command_started=command_started(),
-            )
+    pool.start()
+    if pool.isolation != "full":
+        why = pool.isolation_note or "run as root for full sandbox isolation"
+        display.warn(f"isolation: {pool.isolation} ({why})")
+    with RunProgress(stream_turns=display.verbosity() >= 1) as progress:
+        return execute_run(
+            run,
+            settings,
+            lambda: make_agent(settings.agent.model, settings, client),
+            prompts,
+            pool,
+            progress,
+            command_started=command_started(),
+        )
 
 
 def _mark_interrupted(run: RunDir) -> None:

@@ -15,7 +15,7 @@ from leakbench.task.leaks import announced_leak_columns
 
 def build_prompts(settings: Settings) -> tuple[str, str]:
     """(system prompt, task prompt) for every episode of a run."""
-    from leakbench.agents.anthropic import load_prompts
+    from leakbench.agents.prompts import load_prompts
 
     task = settings.task
     # A throwaway key: the run's own key never reaches a prompt, not even through a column order.

@@ -22,12 +22,13 @@ import time
 import weakref
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from leakbench.sandbox.models import SandboxError, SandboxLimits, WorkerHandle
 from leakbench.sandbox.session import Session
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Worker uids: far above real users and "nobody" (65534), below 2**31. Each pool leases one block
 # of UID_BLOCK uids for its life (``_UidLease``), so no two harnesses on the machine hand out the
@@ -75,6 +76,8 @@ class SandboxPool:
         self._spare_workers = spare_workers
         self._spare: tuple[dict[str, Any], WorkerHandle] | None = None  # (limits, worker)
         self._refilling = False
+        self._awaiting_hello = False  # launched, its hello not read yet (``launch``)
+        self._log_path: str | None = None
         # A forgotten pool must not leave workers or root-owned scratch folders behind.
         atexit.register(self.close)
 
@@ -117,11 +120,26 @@ class SandboxPool:
 
     # -- zygote -------------------------------------------------------------------------------
 
+    def launch(self) -> None:
+        """Start the zygote without waiting for it: it imports the scientific stack in its own
+        process while the caller goes on (``start`` or the first ``open`` waits for it)."""
+        with self._lock:
+            if self._closed:
+                raise SandboxError("the sandbox pool is closed")
+            if self._proc is None or self._proc.poll() is not None:
+                self._launch()
+
     def _ensure_zygote(self) -> None:
         if self._closed:
             raise SandboxError("the sandbox pool is closed")
         if self._proc is not None and self._proc.poll() is None:
+            if self._awaiting_hello:
+                self._await_hello()
             return
+        self._launch()
+        self._await_hello()
+
+    def _launch(self) -> None:
         self._stop_zygote()
         mode = self._requested
         if mode == "auto":
@@ -144,7 +162,7 @@ class SandboxPool:
             "PYTHONPATH": root,
             "PYTHONDONTWRITEBYTECODE": "1",
         }
-        log_path = os.path.join(self._base, "zygote.log")
+        log_path = self._log_path = os.path.join(self._base, "zygote.log")
         with open(log_path, "wb") as log:
             os.chmod(log_path, 0o600)
             self._proc = subprocess.Popen(
@@ -159,6 +177,12 @@ class SandboxPool:
             )
         child.close()
         self._ctrl = parent
+        self._awaiting_hello = True
+
+    def _await_hello(self) -> None:
+        parent, log_path = self._ctrl, self._log_path
+        assert parent is not None and log_path is not None
+        self._awaiting_hello = False
         try:
             parent.settimeout(ZYGOTE_START_TIMEOUT_S)
             data = parent.recv(1 << 16)
@@ -176,6 +200,7 @@ class SandboxPool:
             self.isolation_note = f"{why}; {reduced_exposure()}"
 
     def _stop_zygote(self) -> None:
+        self._awaiting_hello = False
         if self._spare is not None:  # it dies with its zygote
             self.dispose(self._spare[1])
             self._spare = None

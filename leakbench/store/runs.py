@@ -136,7 +136,13 @@ class RunDir:
         model = settings.agent.model
         run_id = f"{now:%Y%m%dT%H%M%SZ}_{_slug(model)}_{secrets.token_hex(3)}"
         path = Path(results_dir) / run_id
-        path.mkdir(parents=True, exist_ok=False)
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot make a run folder in {results_dir}: {exc.strerror or exc}",
+                hint="choose another folder with --results-dir",
+            ) from None
         public = settings.task.public_seeds
         if public and key is not None:
             raise ValueError("a task.public_seeds run has no instance key")
