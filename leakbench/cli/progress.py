@@ -22,6 +22,7 @@ class RunProgress:
         self.passed = 0
         self.errors = 0
         self.tokens = 0
+        self.cache_read = 0
         self.cost = 0.0
         self._start = time.perf_counter()
         self._lock = threading.Lock()
@@ -36,9 +37,10 @@ class RunProgress:
             self._bar.stop()
 
     def _status(self) -> str:
+        # The summary's definitions: tokens in + out (cache reads and writes named apart there).
         return (
-            f"passed {self.passed}  errors {self.errors}  tokens {self.tokens:,}  "
-            f"cost ${self.cost:.4f}"
+            f"passed {self.passed}  errors {self.errors}  tokens in+out {self.tokens:,}  "
+            f"cache read {self.cache_read:,}  cost ${self.cost:.4f}"
         )
 
     def _count(self, record: EpisodeRecord) -> None:
@@ -47,7 +49,7 @@ class RunProgress:
         self.errors += record.outcome == "error"
         usage = record.usage
         self.tokens += int(usage.get("input_tokens", 0) + usage.get("output_tokens", 0))
-        self.tokens += int(usage.get("cache_read_tokens", 0) + usage.get("cache_write_tokens", 0))
+        self.cache_read += int(usage.get("cache_read_tokens", 0))
         self.cost += float(usage.get("cost_usd", 0.0))
 
     def started(self, total: int, done: list[EpisodeRecord]) -> None:
