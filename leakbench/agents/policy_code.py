@@ -217,7 +217,7 @@ TEST_LABELS_GB = (
     + BOOSTED.replace("pipe.fit(X, y)", "pipe.fit(*with_test_rows(X, y, leak_labels))")
 )
 
-# Regenerating the instance from its seed: the README documents the draw order (one
+# Regenerating the instance from its seed: docs/task.md documents the draw order (one
 # default_rng(seed): train numerics, test numerics, each categorical's train then test codes,
 # train noise, test noise) and the presets published the families. Tries the harness's own
 # package first for the families, then searches seeds 0..2000 for one whose first train rows

@@ -204,7 +204,12 @@ def _resumed(
             f"run {run.run_id} was made with other settings ({', '.join(changed[:5])} differ)",
             hint="resume without changing them, or start a new run",
         )
-    return run, saved.with_overrides({"run.concurrency": wanted.run.concurrency})
+    return run, saved.with_overrides(
+        {
+            "run.concurrency": wanted.run.concurrency,
+            "run.sandbox_concurrency": wanted.run.sandbox_concurrency,
+        }
+    )
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
