@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from leakbench.store.runs import EpisodeRecord
 
@@ -74,3 +76,25 @@ class PassRate:
 def pass_rate(records: Iterable[EpisodeRecord]) -> PassRate:
     graded = [r for r in records if r.outcome != "error"]
     return PassRate(sum(r.passed for r in graded), len(graded))
+
+
+def auroc(y: Iterable[int] | np.ndarray, score: Iterable[float] | np.ndarray) -> float:
+    """Area under the ROC curve: the Mann-Whitney U of the scores of positives against
+    negatives over n_pos * n_neg, ties counted half (average ranks), as
+    ``sklearn.metrics.roc_auc_score`` defines it. ``ValueError`` unless both classes occur."""
+    labels = np.asarray(y).astype(bool)
+    values = np.asarray(score, dtype=float)
+    if labels.shape != values.shape or labels.ndim != 1:
+        raise ValueError("auroc needs two 1-D arrays of the same length")
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("only one class is present: AUROC is not defined")
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(ordered)) + 1))
+    ends = np.append(starts[1:], len(ordered))
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # 1-based, ties averaged
+    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))

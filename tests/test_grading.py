@@ -143,3 +143,25 @@ def test_a_check_that_did_not_run_is_never_reported_clean():
     # a grade from before checks recorded what ran: judged by what it stored
     legacy = g.model_copy(update={"checks": {k: v for k, v in g.checks.items() if k != "measured"}})
     assert "not_measured" in regrade(legacy, on).failed_checks
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_numpy_metrics_equal_scikit_learns(seed):
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 3000))
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]
+    p = rng.random(n)
+    if seed % 2:  # many ties, and the extremes 0 and 1
+        p = np.round(p, 1)
+        p[:3] = [0.0, 1.0, 1.0]
+    assert metrics.auroc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert metrics.brier(y, p) == pytest.approx(brier_score_loss(y, p), abs=1e-12)
+    assert metrics.logloss(y, p) == pytest.approx(log_loss(y, p, labels=[0, 1]), rel=1e-9)
+
+
+def test_auroc_of_one_class_is_refused_as_scikit_learn_does():
+    with pytest.raises(ValueError, match="one class"):
+        metrics.auroc(np.zeros(5), np.linspace(0, 1, 5))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -105,8 +107,10 @@ def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
     client = _client(settings, name) if provider == "anthropic" else None
     pool = SandboxPool()
     with contextlib.closing(pool):
-        # The zygote imports the scientific stack in its own process while this one goes on.
+        # The zygote imports the scientific stack in its own process while this one goes on,
+        # and scipy.stats (for the summary's interval) loads while this one waits for it.
         pool.launch()
+        threading.Thread(target=importlib.import_module, args=("scipy.stats",), daemon=True).start()
         if run is None:
             argv = ["leakbench", *sys.argv[1:]]
             run = RunDir.create(Path(settings.run.results_dir), settings, argv)

@@ -23,9 +23,9 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 from scipy.special import ndtr
-from sklearn.metrics import roc_auc_score
 
 from leakbench.settings import FamilySettings, TaskSettings
+from leakbench.stats import auroc
 from leakbench.task.keys import InstanceStreams
 from leakbench.task.leaks import LEAK_KINDS, LeakContext
 from leakbench.task.prior import draw_family
@@ -73,11 +73,11 @@ class Instance:
 
     @cached_property
     def oracle_auroc(self) -> float:
-        return float(roc_auc_score(self.y_test, self.oracle_test))
+        return auroc(self.y_test, self.oracle_test)
 
     @cached_property
     def holdout_oracle_auroc(self) -> float:
-        return float(roc_auc_score(self.y_holdout, self.oracle_holdout))
+        return auroc(self.y_holdout, self.oracle_holdout)
 
 
 def _draw_splits(
