@@ -43,3 +43,30 @@ def test_summary_numbers_are_named_whole_and_add_up_across_a_resume(cli, tmp_pat
     # nothing was left to run: the run's totals only grow, by this session's time
     assert two["run_wall_s"] >= one["run_wall_s"]
     assert two["run_command_wall_s"] >= one["run_command_wall_s"]
+
+
+def test_what_errored_episodes_spent_still_counts_after_resume_drops_them(tmp_path):
+    from leakbench.runner.run import pending_indices
+    from leakbench.store.runs import EpisodeRecord, RunDir, total_usage
+
+    settings = Settings().with_overrides({"agent.model": "local/baseline", "run.runs": 2})
+    run = RunDir.create(tmp_path, settings, ["leakbench"])
+    common = {"model": "local/baseline", "preset": "default", "metric": "holdout_regret"}
+    stamps = {"started_at": "t", "finished_at": "t", "threshold": 0.04}
+    run.append(
+        EpisodeRecord(
+            index=0, seed=0, outcome="error", passed=False, usage={"input_tokens": 700.0},
+            **common, **stamps,
+        )
+    )  # fmt: skip
+    run.append(
+        EpisodeRecord(
+            index=1, seed=1, outcome="failed", passed=False, usage={"input_tokens": 50.0},
+            **common, **stamps,
+        )
+    )  # fmt: skip
+    kept, todo = pending_indices(run, 2)
+    assert todo == [0] and [r.index for r in kept] == [1]
+    assert run.manifest.usage_of_dropped == {"input_tokens": 700.0}
+    assert RunDir.open(run.path).manifest.usage_of_dropped == {"input_tokens": 700.0}
+    assert total_usage(kept, run.manifest.usage_of_dropped) == {"input_tokens": 750.0}

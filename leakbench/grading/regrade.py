@@ -49,7 +49,10 @@ def regrade_run(
         settings = run.settings().model_copy(update={"grading": grading})
         write_atomic(run.path / "settings.toml", settings.to_toml())
         run.rewrite_records(updated)
-        run.write_manifest(counts=summarize(updated), usage=total_usage(updated))
+        run.write_manifest(
+            counts=summarize(updated),
+            usage=total_usage(updated, run.manifest.usage_of_dropped),
+        )
     return updated
 
 

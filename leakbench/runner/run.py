@@ -63,6 +63,10 @@ def pending_indices(run: RunDir, runs: int) -> tuple[list[EpisodeRecord], list[i
     records = run.records()
     kept = [r for r in records if r.outcome != "error" and r.index < runs]
     if len(kept) != len(records):
+        # What the dropped episodes spent (tokens, cost) still counts in the run's totals.
+        dropped = [r for r in records if r not in kept]
+        spent = total_usage(dropped, run.manifest.usage_of_dropped)
+        run.write_manifest(usage_of_dropped=spent)
         run.rewrite_records(kept)
     done = {r.index for r in kept}
     return kept, [i for i in range(runs) if i not in done]
@@ -157,7 +161,7 @@ def _execute(
         written = time.perf_counter()
         run.write_manifest(
             counts=summarize(records),
-            usage=total_usage(records),
+            usage=total_usage(records, run.manifest.usage_of_dropped),
             wall_s=base_wall + written - clock,
             command_wall_s=base_command + written - command_clock,
             **status,

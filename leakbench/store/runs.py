@@ -73,7 +73,9 @@ class RunManifest(BaseModel):
     updated_at: str
     wall_s: float = 0.0  # time spent running episodes, summed over every session of the run
     command_wall_s: float = 0.0  # whole commands (start-up included), summed over sessions
-    usage: dict[str, float] = Field(default_factory=dict)
+    usage: dict[str, float] = Field(default_factory=dict)  # every episode ever run, dropped too
+    # What episodes that ended in error spent before resume dropped them to run them again.
+    usage_of_dropped: dict[str, float] = Field(default_factory=dict)
     # Instances from public seeds (task.public_seeds) anyone can regenerate: not tamper-proof.
     # A manifest without the field comes from before instance keys, when every run was so.
     public_seeds: bool = True
@@ -309,10 +311,11 @@ def summarize(records: list[EpisodeRecord]) -> dict[str, int]:
     return {"done": len(records), **{o: counts.get(o, 0) for o in OUTCOMES}}
 
 
-def total_usage(records: list[EpisodeRecord]) -> dict[str, float]:
+def total_usage(records: list[EpisodeRecord], *more: dict[str, float]) -> dict[str, float]:
+    """Tokens and cost summed over ``records`` (and any further usage dicts)."""
     totals: Counter[str] = Counter()
-    for record in records:
-        totals.update(record.usage)
+    for usage in [*(r.usage for r in records), *more]:
+        totals.update(usage)
     return dict(totals)
 
 
