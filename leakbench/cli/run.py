@@ -64,7 +64,11 @@ def run_command(
     submission, the step limit, or when the agent stops. Instances come from a fresh secret key
     kept in the run's private/instance.key (--public-seeds: from the seed alone). Results go to
     RESULTS_DIR/UTC-TIME_MODEL_ID/; the run id is printed last on stdout. Ctrl-C keeps
-    every finished episode (exit 130); --resume finishes the run with the same key.
+    every finished episode (exit 130; SIGTERM: 143); --resume finishes the run with the same key.
+
+    Exit codes: 0 the run finished (however many episodes passed); 3 it finished but some
+    episodes ended in error (left out of the pass rate; --resume runs them again); 1 a failure
+    such as a missing API key or a results folder that cannot be written; 2 bad usage.
 
     Example: leakbench run --model local/baseline --runs 20
     """
