@@ -149,7 +149,7 @@ class SandboxPool:
         if self._base is None:
             _sweep_abandoned()
             self._base, self._owner_lock = _owned_base()
-        if self._uids is None:
+        if self._uids is None and mode == "full":  # reduced workers keep the harness's uid
             self._uids = _UidLease.take()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         root = str(Path(__file__).resolve().parents[2])
@@ -298,11 +298,11 @@ class SandboxPool:
         return WorkerHandle(int(reply["pid"]), fds[0], ours, scratch, uid)
 
     def _next_uid(self) -> int:
-        assert self._uids is not None
+        first = self._uids.first if self._uids is not None else UID_BASE  # unused when reduced
         if len(self._uids_in_use) >= UID_BLOCK:
             raise SandboxError(f"more than {UID_BLOCK} live workers in one pool")
         while True:
-            uid = self._uids.first + self._counter % UID_BLOCK
+            uid = first + self._counter % UID_BLOCK
             self._counter += 1
             if uid not in self._uids_in_use:
                 self._uids_in_use.add(uid)
