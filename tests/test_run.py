@@ -127,7 +127,13 @@ def test_missing_api_key_fails_before_any_episode(cli, tmp_path):
 def _spawn(results: Path, runs: int, *extra: str) -> Iterator[subprocess.Popen]:
     """`leakbench run` in a session of its own; killed on the way out if it still runs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
-    cmd = [sys.executable, "-m", "leakbench", "-q", "--results-dir", str(results), "run"]
+    # Ctrl-C handled as in a terminal even when this suite was started in the background by a
+    # non-interactive shell, which hands its children SIGINT ignored (Python then keeps it so).
+    start = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'leakbench'; runpy.run_module('leakbench', run_name='__main__')"
+    )
+    cmd = [sys.executable, "-c", start, "-q", "--results-dir", str(results), "run"]
     cmd += ["--model", "local/baseline", "--runs", str(runs), "-j", "2", *extra]
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
