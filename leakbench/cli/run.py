@@ -101,7 +101,7 @@ def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
     Also used by ``calibrate --runs``. The API key is checked before the run folder is made.
     """
     from leakbench.agents import parse_model
-    from leakbench.cli.process import interrupt_exit_code
+    from leakbench.cli.process import interrupt_exit_code, take_early_pool
     from leakbench.sandbox import SandboxPool
     from leakbench.store.runs import RunDir
 
@@ -109,7 +109,8 @@ def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
     # One spelling per model in run ids, manifests and reports (claude-x -> anthropic/claude-x).
     settings = settings.with_overrides({"agent.model": f"{provider}/{name}"})
     client = _client(settings, name) if provider == "anthropic" else None
-    pool = SandboxPool()
+    # ``leakbench run`` launched the zygote before importing the command line (cli/process.py).
+    pool = take_early_pool() or SandboxPool()
     with contextlib.closing(pool):
         # The zygote imports the scientific stack in its own process while this one goes on,
         # and scipy.stats (for the summary's interval) loads while this one waits for it.

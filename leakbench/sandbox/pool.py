@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leakbench.sandbox.models import SandboxError, SandboxLimits, WorkerHandle
-from leakbench.sandbox.session import Session
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from leakbench.sandbox.session import Session
 
 # Worker uids: far above real users and "nobody" (65534), below 2**31. Each pool leases one block
 # of UID_BLOCK uids for its life (``_UidLease``), so no two harnesses on the machine hand out the
@@ -95,6 +96,8 @@ class SandboxPool:
 
     def open(self, train_df: pd.DataFrame, test_df: pd.DataFrame, limits: SandboxLimits) -> Session:
         """A new episode sandbox holding these two frames (the only data it ever gets)."""
+        from leakbench.sandbox.session import Session  # pandas: not needed to launch the zygote
+
         session = Session(self, train_df, test_df, limits)
         self._sessions.add(session)
         return session
