@@ -1,0 +1,89 @@
+"""Every ``leakbench`` command shown in the README and docs/ parses against the real CLI.
+
+The shown commands are parsed, not run (some call Claude or take minutes): each one's command
+must exist and every option, value and argument must be accepted as written, so an example cannot
+drift from the CLI again. Commands in a block are split at ``&&``, ``;`` and ``|``; leading
+``VAR=value`` assignments and trailing comments are dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import typer
+
+from leakbench.agents import parse_model
+from leakbench.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PRESETS = {path.stem for path in (ROOT / "leakbench" / "configs").glob("*.toml")}
+_BLOCK = re.compile(r"^```(?:bash|sh|console)\n(.*?)^```", re.M | re.S)
+
+
+def shown_commands(text: str) -> list[str]:
+    """The ``leakbench …`` command lines in a page's shell blocks."""
+    found = []
+    for block in _BLOCK.findall(text):
+        for line in block.replace("\\\n", " ").splitlines():
+            lexer = shlex.shlex(line.strip().removeprefix("$ "), posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            words: list[str] = []
+            for token in [*lexer, ";"]:
+                if token not in ("&&", "||", ";", "|", "&", ">", ">>", "2>", "<"):
+                    words.append(token)
+                    continue
+                while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+                    words = words[1:]
+                if words[:1] == ["leakbench"]:
+                    found.append(shlex.join(words))
+                words = []
+    return found
+
+
+def parse(words: list[str]) -> str | None:
+    """Parse ``leakbench WORDS`` as the CLI would, with every command's body left out: None
+    when it parses, else the CLI's usage message."""
+    group = typer.main.get_command(app)  # a fresh copy: its commands can be emptied
+    for command in group.commands.values():
+        command.callback = lambda **_: None
+    try:
+        group.main(list(words), prog_name="leakbench", standalone_mode=False)
+    except Exception as exc:
+        if getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message"):
+            return exc.format_message()  # Typer's own click.UsageError
+        raise
+    return None
+
+
+EXAMPLES = [(page.name, cmd) for page in PAGES for cmd in shown_commands(page.read_text())]
+
+
+def test_the_pages_show_commands():
+    readme = [cmd for page, cmd in EXAMPLES if page == "README.md"]
+    assert "leakbench run --runs 5" in readme  # the quick start
+    assert len(readme) >= 10
+
+
+@pytest.mark.parametrize(("page", "command"), EXAMPLES, ids=[f"{p}: {c}" for p, c in EXAMPLES])
+def test_shown_command_parses(page, command, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    words = shlex.split(command)[1:]
+    problem = parse(words)
+    assert problem is None, f"{page}: `{command}` does not parse: {problem}"
+    # Values the parser takes as plain strings must name real things too.
+    for flag, value in itertools.pairwise(words):
+        if flag in ("--model", "-m"):
+            parse_model(value)  # UsageError for an unknown provider or local policy
+        elif flag in ("--preset", "-p"):
+            assert value in PRESETS, f"{page}: `{command}`: no preset {value!r}"
+
+
+def test_a_wrong_option_is_caught():
+    assert "--runz" in parse(["run", "--runz", "5"])
+    assert "reprot" in parse(["reprot"])
+    assert "--runs" in parse(["run", "--runs", "five"])
