@@ -103,6 +103,13 @@ def test_state_persists_and_trailing_expression_is_shown(session):
     assert session.execute("[type(v).__name__ for v in (pd, np, sklearn, scipy)]").ok
 
 
+def test_workers_collect_their_garbage(session):
+    # The zygote imports with the cyclic GC off (faster), then turns it on before any fork: a
+    # worker that inherited it off would keep every reference cycle agent code makes.
+    result = session.execute("import gc; gc.isenabled(), gc.get_freeze_count() > 0")
+    assert result.ok and result.output == "(True, True)\n"
+
+
 def test_exception_is_a_tool_error_with_only_the_users_traceback(session):
     result = session.execute("def f():\n    return 1 / 0\nf()")
     assert not result.ok and not result.restarted
