@@ -12,20 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from leakbench.untrusted import printable
+
 _state = {"no_color": False, "plain": False, "verbosity": 0}
 _PIPE_WIDTH = 160
-
-# Characters that a terminal acts on rather than shows: C0 controls but newline and tab (ESC
-# starts CSI/OSC sequences, BEL, backspace and carriage return rewrite what is on screen), DEL,
-# the C1 controls (0x9b is a one-byte CSI) and the bidirectional overrides that reorder a line.
-_NAMED = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\r": "\\r", "\v": "\\v"}
-_UNSAFE: dict[int, str] = {
-    **{c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"},
-    **{
-        ord(c): f"\\u{ord(c):04x}" for c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-    },
-    **{ord(c): name for c, name in _NAMED.items()},
-}
 
 
 def start(argv: list[str]) -> None:
@@ -90,11 +80,6 @@ class _Lazy:
 
 err_console = _Lazy(stderr=True)
 out_console = _Lazy(stderr=False)
-
-
-def printable(text: str) -> str:
-    """``text`` with every character a terminal would act on shown as an escape (``\\x1b``)."""
-    return text.translate(_UNSAFE)
 
 
 def error(message: str) -> None:
