@@ -30,7 +30,8 @@ from leakbench.store.runs import EpisodeRecord, RunDir
 # What the sandbox appends when it cuts a tool result short (sandbox.capture.shape_output).
 _TRUNCATED = re.compile(r"\n\.\.\. \[output truncated: (\d+) more characters\]\n\Z")
 _WITHHELD = "[output withheld:"
-# The lines submit_answer prints in the sandbox (runner.episode._Submission, sandbox.worker).
+# The lines submit_answer prints in the sandbox (runner.episode._Submission, sandbox.worker):
+# read only from transcripts written before the harness logged ``submission`` events.
 _SUBMIT_LINES = (
     ("submission accepted:", True),
     ("submission rejected (it does not count):", False),
@@ -290,10 +291,12 @@ def _read_transcript(view: EpisodeView, path: Path) -> None:
         return
     calls: dict[str, ToolCallView] = {}
     step_of: dict[str, int] = {}
+    recorded, printed = False, []  # the harness logs submissions (v2); what the output says
     for event in read_jsonl(path):
         kind = event.get("type")
         try:
             if kind == "begin":
+                recorded = event.get("schema_version", 1) >= 2
                 view.agent, view.system, view.task = (
                     event.get("agent"),
                     event.get("system"),
@@ -310,16 +313,30 @@ def _read_transcript(view: EpisodeView, path: Path) -> None:
                 view.turns.append(turn)
             elif kind == "sandbox_call" and event.get("id") in calls:
                 calls[event["id"]].sandbox = SandboxCall.model_validate(event, strict=False)
+            elif kind == "submission" and event.get("id") in calls:
+                view.submissions.append(
+                    SubmitAttempt(
+                        step=step_of[event["id"]],
+                        call_id=event["id"],
+                        accepted=bool(event.get("accepted")),
+                        message=str(event.get("message", "")),
+                    )
+                )
             elif kind == "tool_result" and event.get("id") in calls:
                 result = _tool_result(event)
                 calls[event["id"]].result = result
-                view.submissions += _submit_attempts(result, event["id"], step_of[event["id"]])
+                printed += _submit_attempts(result, event["id"], step_of[event["id"]])
             elif kind == "harness_fault":
                 view.harness_fault = str(event.get("traceback", ""))
             elif kind == "error":
                 view.error = view.error or str(event.get("message", ""))
         except (ValidationError, TypeError, KeyError) as exc:
             view.problems.append(f"transcript: a {kind} event could not be read: {exc}")
+    if printed and not recorded:
+        # A transcript from before the harness recorded submissions: what the tool output says,
+        # which agent code could have printed itself.
+        view.submissions = printed
+        view.problems.append("submission attempts read from the tool output (an older transcript)")
 
 
 def _tool_call(raw: dict[str, Any]) -> ToolCallView:

@@ -64,6 +64,11 @@ class EpisodeEnv:
     on_event: Callable[[int, str, str], None] | None = None  # (index, kind, text) for -v
 
 
+# 2: the harness logs a ``submission`` event for every submit attempt (1: none; a viewer could
+# only read attempts from the tool output, which agent code can print too).
+TRANSCRIPT_SCHEMA_VERSION = 2
+
+
 class _Submission:
     """The harness side of ``submit_answer``: validates authoritatively, keeps the first valid."""
 
@@ -214,6 +219,7 @@ class Episode:
         self._log(
             {
                 "type": "begin",
+                "schema_version": TRANSCRIPT_SCHEMA_VERSION,
                 "agent": agent.name,
                 "seed": self.seed,
                 "system": system,
@@ -292,8 +298,23 @@ class Episode:
         except ToolInputError as exc:
             return ToolResult(call.id, str(exc), True)
         self._emit("code", code)
+
+        def on_submit(request: SubmitRequest) -> SubmitReply:
+            # The harness's own record of every attempt: a viewer must not have to trust lines
+            # in the agent's output, which the agent can print itself.
+            reply = self.submission(request)
+            self._log(
+                {
+                    "type": "submission",
+                    "id": call.id,
+                    "accepted": reply.accepted,
+                    "message": reply.message,
+                }
+            )
+            return reply
+
         with self.env.sandbox_slots:
-            outcome = session.execute(code, on_submit=self.submission)
+            outcome = session.execute(code, on_submit=on_submit)
         self.restarts += outcome.restarted
         self._log(
             {
