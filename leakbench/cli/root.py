@@ -1,4 +1,4 @@
-"""The Typer application: the root command, its global options, and the commands (one module each)."""
+"""The Typer application: the root command, its global options and the commands."""
 
 from __future__ import annotations
 
@@ -162,6 +162,9 @@ COMMAND_MODULES = (
     "settings_cmd",
     "calibrate",
     "report",
+    "runs",
+    "view",
+    "export",
     "selfcheck",
 )
 
