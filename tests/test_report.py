@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from leakbench.cli import app
 from leakbench.report import group_runs, load_runs, summary_rows
-from leakbench.report.html import reliability_data
+from leakbench.report.plots import reliability_data
 from leakbench.stats import wilson_interval
 from tests.test_calibration import make_run, record
 
@@ -114,8 +114,14 @@ def test_html_report_is_self_contained_with_plots(cli, real_runs, tmp_path):
     text = out.read_text()
     parser = _Html()
     parser.feed(text)
-    assert parser.tables == 2 and not parser.links
-    assert len(parser.images) == 4
+    # summary, runs, failure reasons (leaky, baseline if any failed), leaks (leaky), metrics,
+    # episodes
+    assert parser.tables >= 6
+    # links only to the episode pages written next to it, never outside
+    assert parser.links and all(link.startswith("report_episodes/") for link in parser.links)
+    # score, pass rate, reliability; steps (all 2) and cost (local: free) are left out
+    assert len(parser.images) == 3
+    assert "Steps left out: every episode took 2 steps." in text
     for src in parser.images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,7 +9,16 @@ import typer
 
 from leakbench.cli import display
 from leakbench.cli.state import state
-from leakbench.report import episode_rows, group_runs, load_runs, make_report, render, summary_rows
+from leakbench.report import (
+    episode_rows,
+    group_runs,
+    load_runs,
+    make_report,
+    render,
+    summary_rows,
+    write_html_report,
+)
+from leakbench.report.render import plural
 from leakbench.store.files import write_atomic
 
 Format = Literal["table", "markdown", "csv", "json", "html"]
@@ -44,8 +53,9 @@ def report_command(
     Reads each run's manifest.json and episodes.jsonl (re-graded runs show their new verdicts).
     Runs graded with another metric or threshold are never pooled. Pass rate = passed /
     (episodes - errors); CSV and JSON name its 95% CI pass_rate_low and pass_rate_high. The
-    HTML report is one self-contained file with the table and plots (needs matplotlib: pip
-    install 'leakbench\\[plots]').
+    HTML report is one file with the tables and plots (needs matplotlib: pip install
+    'leakbench\\[plots]'); written with --out, it links every run and episode to a page in a
+    folder next to it (report.html -> report_episodes/).
 
     Example: leakbench report --run 20260512 --format html --out report.html
     """
@@ -57,6 +67,13 @@ def report_command(
         runs = load_runs(results_dir, run or [])
         rows = episode_rows(runs) if episodes else summary_rows(group_runs(runs))
         display.print_table(render.table(rows, episodes))
+        return
+    if fmt == "html" and out is not None:
+        written = write_html_report(
+            results_dir, out, run or [], episodes=episodes, band=settings.calibrate.band
+        )
+        pages = plural(written.pages, "episode page")
+        display.info(f"wrote {out} and {pages} in {written.pages_dir}")
         return
     text = make_report(
         results_dir, run or [], fmt=fmt, episodes=episodes, band=settings.calibrate.band

@@ -9,6 +9,7 @@ Usable without the CLI::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from leakbench.report import render
@@ -29,6 +30,7 @@ __all__ = [
     "load_runs",
     "make_report",
     "summary_rows",
+    "write_html_report",
 ]
 
 
@@ -45,7 +47,7 @@ def make_report(
     if fmt not in render.FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
     if fmt == "html":
-        from leakbench.report.html import require_matplotlib
+        from leakbench.report.plots import require_matplotlib
 
         require_matplotlib()  # before reading anything: fail fast and cheap
     runs = load_runs(results_dir, run_ids)
@@ -64,3 +66,37 @@ def make_report(
     if fmt == "csv":
         return render.to_csv(data)
     return render.to_json(data)
+
+
+@dataclass(frozen=True)
+class HtmlReport:
+    """What ``write_html_report`` wrote."""
+
+    path: Path
+    pages_dir: Path  # the episode pages (and an index per run)
+    pages: int  # episode pages written
+
+
+def write_html_report(
+    results_dir: Path,
+    out: Path,
+    run_ids: Sequence[str] = (),
+    *,
+    episodes: bool = False,
+    band: tuple[float, float] = (0.10, 0.40),
+) -> HtmlReport:
+    """Write the HTML report to ``out`` and every episode's page into a folder next to it
+    (``report.html`` -> ``report_episodes/``), which the report links to."""
+    from leakbench.report.html import episodes_folder, render_html, write_pages
+    from leakbench.report.plots import require_matplotlib
+    from leakbench.store.files import write_atomic
+
+    require_matplotlib()
+    runs = load_runs(results_dir, run_ids)
+    groups = group_runs(runs)
+    out = Path(out)
+    folder = episodes_folder(out)
+    links = write_pages(runs, folder, folder.name)
+    rows = episode_rows(runs) if episodes else None
+    write_atomic(out, render_html(groups, summary_rows(groups), band, rows, links))
+    return HtmlReport(out, folder, len(links.episodes))

@@ -1,239 +1,344 @@
-"""The HTML report: one self-contained file, tables plus plots embedded as base64 PNG.
+"""The HTML report: one file of tables and plots (embedded as base64 PNG), linked to static pages
+of each episode written into a folder next to it.
 
-matplotlib (the ``plots`` extra) is imported only here and only when a report is drawn; the
-``Figure`` API is used directly, without pyplot, so no GUI backend or global state is involved.
+Every string a run holds (reasons, run ids, model names) may come from an agent or its sandbox:
+all of it goes through ``_e`` (control characters made visible, then HTML-escaped), and links
+are percent-encoded as well. The page has no JavaScript and no external references.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import numpy as np
+from urllib.parse import quote
 
 from leakbench import __version__
-from leakbench.errors import LeakbenchError
+from leakbench.report.episode_page import episode_page_path, write_episode_pages
+from leakbench.report.plots import DOWN, Plot, all_plots, require_matplotlib
 from leakbench.report.render import cells, plural
-from leakbench.report.summary import Group, group_label
-from leakbench.store.runs import EpisodeRecord, RunDir
+from leakbench.report.runs_list import run_row
+from leakbench.report.summary import (
+    SHOWN_METRICS,
+    Breakdown,
+    Group,
+    LoadedRun,
+    failure_reasons,
+    leak_detections,
+    lower_is_better,
+    metric_means,
+)
+from leakbench.untrusted import printable
 
-RELIABILITY_CAP = 200  # episodes per group read for the reliability diagram
-_COLORS = {
-    "passed": "#2a9d8f",
-    "failed": "#e76f51",
-    "invalid": "#8d99ae",
-    "no_submission": "#adb5bd",
-    "error": "#6c757d",
-}
+__all__ = ["PageLinks", "episodes_folder", "render_html", "require_matplotlib", "write_pages"]
 
-
-def require_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise LeakbenchError(
-            "the HTML report needs matplotlib: pip install 'leakbench[plots]'"
-        ) from None
+EXAMPLES = 5  # episodes linked per row of a breakdown
+LOWER = f'<span class="lower" title="lower is better">{DOWN} lower is better</span>'
+LOWER_SHORT = f'<span class="lower" title="lower is better">{DOWN}</span>'
 
 
-def _png(fig: Any) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+def _e(value: Any) -> str:
+    return html.escape(printable("" if value is None else str(value)), quote=True)
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure
+@dataclass
+class PageLinks:
+    """The episode pages written next to the report: ``folder`` is their folder's path
+    relative to the report file."""
 
-    return Figure(figsize=(width, height), layout="constrained")
+    folder: str
+    episodes: set[tuple[str, int]] = field(default_factory=set)
+    runs: set[str] = field(default_factory=set)
 
+    def _href(self, path: str) -> str:
+        return html.escape(quote(f"{self.folder}/{path}"), quote=True)
 
-def _height(groups: Sequence[Group]) -> float:
-    return 1.2 + 0.55 * max(1, len(groups))
+    def episode(self, run_id: str, index: int) -> str | None:
+        if (run_id, index) not in self.episodes:
+            return None
+        return self._href(episode_page_path(run_id, index))
 
-
-def score_plot(groups: Sequence[Group]) -> str:
-    """Each group's scores (jittered, coloured by outcome) with its threshold marked."""
-    fig = _figure(9, _height(groups))
-    ax = fig.add_subplot()
-    rng = np.random.default_rng(0)  # jitter only; fixed so the picture is reproducible
-    seen: set[str] = set()
-    for y, group in enumerate(groups):
-        records = [r for r in group.records if r.score is not None]
-        for outcome in _COLORS:
-            xs = [r.score for r in records if r.outcome == outcome]
-            if not xs:
-                continue
-            ys = y + rng.uniform(-0.25, 0.25, len(xs))
-            label = outcome if outcome not in seen else None
-            seen.add(outcome)
-            ax.scatter(xs, ys, s=14, alpha=0.7, color=_COLORS[outcome], label=label)
-        for threshold in sorted({r.threshold for r in group.records}):
-            ax.plot([threshold, threshold], [y - 0.4, y + 0.4], color="black", lw=2)
-    ax.plot([], [], color="black", lw=2, label="threshold")
-    ax.set_yticks(range(len(groups)), [g.label for g in groups])
-    ax.set_ylim(-0.6, len(groups) - 0.4)
-    ax.invert_yaxis()
-    ax.set_xlabel("score (each group's grading metric)")
-    ax.legend(loc="best", fontsize=8)
-    ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
+    def run(self, run_id: str) -> str | None:
+        return self._href(f"{run_id}/index.html") if run_id in self.runs else None
 
 
-def pass_rate_plot(rows: Sequence[dict[str, Any]], band: tuple[float, float]) -> str:
-    """Pass rates with their 95% CI (Wilson), over the calibration band."""
-    fig = _figure(9, _height(rows))
-    ax = fig.add_subplot()
-    ax.axvspan(band[0], band[1], color="#e9f5db", label=f"band {band[0]:.0%}–{band[1]:.0%}")
-    for y, row in enumerate(rows):
-        rate = row["pass_rate"]
-        if rate is None:
+def episodes_folder(out: Path) -> Path:
+    """Where the pages of a report written to ``out`` go: ``report.html`` -> ``report_episodes``."""
+    return out.with_name(f"{out.stem}_episodes")
+
+
+def write_pages(runs: Sequence[LoadedRun], folder: Path, relative: str) -> PageLinks:
+    """Every episode page of ``runs`` (and each run's index page) under ``folder``; ``relative``
+    is ``folder`` as the report links to it."""
+    links = PageLinks(relative)
+    for loaded in runs:
+        if loaded.run_id in links.runs:
             continue
-        # never negative, even if a bound lands a rounding error on the wrong side of the rate
-        err = [[max(0.0, rate - row["pass_rate_low"])], [max(0.0, row["pass_rate_high"] - rate)]]
-        ax.errorbar([rate], [y], xerr=err, fmt="o", color="#264653", capsize=5)
-        ax.annotate(
-            f"{rate:.0%} of {row['graded']}",
-            (rate, y),
-            textcoords="offset points",
-            xytext=(0, 8),
-            ha="center",
-            fontsize=8,
-        )
-    labels = [group_label(r["model"], r["preset"], r["metric"], r["threshold"]) for r in rows]
-    ax.set_yticks(range(len(rows)), labels)
-    ax.set_ylim(-0.6, len(rows) - 0.4)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("pass rate (95% CI, Wilson)")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
+        pages = write_episode_pages(loaded.run, folder)
+        links.runs.add(loaded.run_id)
+        links.episodes |= {(loaded.run_id, index) for index in pages}
+    return links
 
 
-def _labels(run: RunDir, seed: int, cache: dict[Path, Any]) -> np.ndarray:
-    from leakbench.task.generate import make_instance
-
-    if run.path not in cache:
-        cache[run.path] = (run.settings().task, run.instance_key())
-    task, key = cache[run.path]
-    return np.asarray(make_instance(task, seed, key=key).y_test)
+def _a(href: str | None, text: str) -> str:
+    """``text`` (already escaped) linked to ``href`` (already escaped), or plain without one."""
+    return text if href is None else f'<a href="{href}">{text}</a>'
 
 
-def reliability_data(
-    group: Group, cap: int = RELIABILITY_CAP
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Submitted probabilities and the test labels (regenerated from the run's settings and
-    instance key)."""
-    probs, labels, used = [], [], 0
-    cache: dict[Path, Any] = {}
-    for loaded in group.runs:
-        for record in loaded.records:
-            if used >= cap:
-                break
-            file = loaded.run.episode_dir(record.index) / "submission" / "probabilities.csv"
-            if record.outcome not in ("passed", "failed") or not file.is_file():
-                continue
-            try:
-                p = np.loadtxt(file, delimiter=",", skiprows=1, ndmin=1, dtype=float)
-                y = _labels(loaded.run, record.seed, cache)
-            except (OSError, ValueError, LeakbenchError):
-                continue
-            if p.shape != y.shape:
-                continue
-            probs.append(p)
-            labels.append(y)
-            used += 1
-    if not probs:
-        return np.empty(0), np.empty(0), 0
-    return np.concatenate(probs), np.concatenate(labels), used
-
-
-def reliability_plot(groups: Sequence[Group], bins: int = 10) -> tuple[str, list[str]]:
-    """Observed frequency against mean predicted probability, per group, in equal-width bins."""
-    fig = _figure(6.5, 5.5)
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
-    notes = []
-    edges = np.linspace(0, 1, bins + 1)
-    for group in groups:
-        p, y, used = reliability_data(group)
-        if not used:
-            notes.append(f"{group.label}: no submitted probabilities to show")
-            continue
-        which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-        xs, ys, sizes = [], [], []
-        for b in range(bins):
-            mask = which == b
-            if mask.any():
-                xs.append(p[mask].mean())
-                ys.append(y[mask].mean())
-                sizes.append(mask.sum())
-        ece = float(np.sum(np.abs(np.array(xs) - np.array(ys)) * np.array(sizes)) / len(p))
-        ax.plot(xs, ys, marker="o", label=f"{group.label} (ECE {ece:.3f}, {used} episodes)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("mean predicted probability")
-    ax.set_ylabel("observed frequency of target = 1")
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
-    return _png(fig), notes
-
-
-def _per_episode(ax: Any, groups: Sequence[Group], values: Any, xlabel: str) -> None:
-    rng = np.random.default_rng(1)
-    for y, group in enumerate(groups):
-        records: list[EpisodeRecord] = group.records
-        for outcome, color in _COLORS.items():
-            xs = [values(r) for r in records if r.outcome == outcome]
-            if xs:
-                ax.scatter(xs, y + rng.uniform(-0.25, 0.25, len(xs)), s=12, alpha=0.6, color=color)
-    ax.set_yticks(range(len(groups)), [g.label for g in groups])
-    ax.set_ylim(-0.6, len(groups) - 0.4)
-    ax.invert_yaxis()
-    ax.set_xlabel(xlabel)
-    ax.grid(axis="x", alpha=0.3)
-
-
-def effort_plot(groups: Sequence[Group]) -> str:
-    """Steps and cost per episode, per group."""
-    fig = _figure(11, _height(groups))
-    left, right = fig.subplots(1, 2, sharey=True)
-    _per_episode(left, groups, lambda r: r.steps, "steps per episode")
-    _per_episode(right, groups, lambda r: float(r.usage.get("cost_usd") or 0.0), "cost ($)")
-    return _png(fig)
-
-
-def _html_table(grid: list[list[tuple[str, str]]]) -> str:
-    if not grid:
-        return "<p>no rows</p>"
-    head = "".join(f"<th>{html.escape(label)}</th>" for label, _ in grid[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(text)}</td>" for _, text in row) + "</tr>"
-        for row in grid
-    )
-    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    """Cells are HTML already (escaped by the caller)."""
+    if not rows:
+        return '<p class="note">no rows</p>'
+    top = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    klass = f' class="{cls}"' if cls else ""
+    table = f"<table{klass}><thead><tr>{top}</tr></thead><tbody>{body}</tbody></table>"
     return f'<div class="scroll">{table}</div>'
 
 
-def _img(data: str, alt: str) -> str:
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+def _breakable(text: str) -> str:
+    """Escaped ``text`` that may wrap after a slash, hyphen or underscore (long model names)."""
+    out = _e(text)
+    for mark in ("/", "-", "_"):
+        out = out.replace(mark, mark + "<wbr>")
+    return out
+
+
+def _group_head(group: Group) -> str:
+    grading = group.metric if group.threshold is None else f"{group.metric} {group.threshold:.4g}"
+    small = f"{_breakable(group.preset)} · {_breakable(grading)}"
+    return f"{_breakable(group.model)}<br><small>{small}</small>"
+
+
+def summary_table(groups: Sequence[Group], summary: Sequence[dict[str, Any]]) -> str:
+    """The summary with a column per group (as in the terminal), so it fits a page."""
+    grid = cells(summary, episodes=False)
+    if not grid:
+        return '<p class="note">no groups</p>'
+    lower = [lower_is_better(g.metric) for g in groups]
+    long_mark = f"<br>{LOWER}" if len(groups) <= 4 else f"&nbsp;{LOWER_SHORT}"
+    rows = []
+    for i, (label, _) in enumerate(grid[0]):
+        head = _e(label) + (f" {LOWER_SHORT}" if label == "regret to oracle" else "")
+        row = [f"<b>{head}</b>"]
+        for low, group_cells in zip(lower, grid, strict=True):
+            text = _e(group_cells[i][1])
+            if low and label == "metric":
+                text += long_mark
+            elif low and label in ("threshold", "score mean ± sd") and text != "-":
+                text += f"&nbsp;{LOWER_SHORT}"
+            row.append(text)
+        rows.append(row)
+    return _table(["", *(_group_head(g) for g in groups)], rows, _summary_class(groups))
+
+
+def _summary_class(groups: Sequence[Group]) -> str:
+    # a column per group: past a few groups, let cells wrap and shrink the font to fit
+    return "summary many" if len(groups) > 4 else "summary"
+
+
+def metrics_table(groups: Sequence[Group]) -> str:
+    """Mean of each metric per group, each marked with its direction."""
+    means = [metric_means(g) for g in groups]
+    rows = []
+    for name in SHOWN_METRICS:
+        if not any(name in m for m in means):
+            continue
+        mark = LOWER_SHORT if lower_is_better(name) else '<span title="higher is better">↑</span>'
+        row = [f"<b>{_e(name)}</b> {mark}"]
+        for m in means:
+            mean, n = m.get(name, (None, 0))
+            row.append("-" if mean is None else f"{mean:.4f} <small>({n})</small>")
+        rows.append(row)
+    if not rows:
+        return '<p class="note">No graded submission: no metrics to show.</p>'
+    return _table(["", *(_group_head(g) for g in groups)], rows, _summary_class(groups))
+
+
+def runs_table(groups: Sequence[Group], links: PageLinks | None) -> str:
+    """One row per run, linked to the run's index of episode pages."""
+    rows, seen = [], set()
+    for group in groups:
+        for loaded in group.runs:
+            if loaded.run.path in seen:
+                continue
+            seen.add(loaded.run.path)
+            r = run_row(loaded.run)
+            link = links.run(r.run_id) if links else None
+            rate = "-" if r.pass_rate is None else f"{r.pass_rate:.1%}"
+            cost = "unknown" if r.cost_usd is None else f"${r.cost_usd:.4f}"
+            rows.append(
+                [
+                    f'<span class="id">{_a(link, _e(r.run_id))}</span>',
+                    _e(r.model),
+                    _e(r.preset),
+                    _e(r.status),
+                    f"{r.done} of {r.planned}",
+                    str(r.passed),
+                    str(r.errors),
+                    rate,
+                    cost,
+                ]
+            )
+    head = ["run", "model", "preset", "status", "episodes", "passed", "errors", "pass rate", "cost"]
+    return _table(head, rows, "runs")
+
+
+def _examples(episodes: Sequence[tuple[str, int]], links: PageLinks | None) -> str:
+    several_runs = len({run for run, _ in episodes}) > 1
+    shown = []
+    for run_id, index in episodes[:EXAMPLES]:
+        text = f"{index:04d}"
+        title = f' title="{_e(run_id)}"'
+        href = links.episode(run_id, index) if links else None
+        shown.append(
+            f'<a href="{href}"{title}>{text}</a>' if href else f"<span{title}>{text}</span>"
+        )
+    more = f" and {len(episodes) - EXAMPLES} more" if len(episodes) > EXAMPLES else ""
+    note = " <small>(hover for the run)</small>" if several_runs and shown else ""
+    return ", ".join(shown) + more + note
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count} <small>({count / total:.0%})</small>" if total else str(count)
+
+
+def _none(groups: Sequence[Group], what: str) -> str:
+    if not groups:
+        return ""
+    items = "".join(f"<li>{_e(g.label)} ({plural(len(g.records), 'episode')})</li>" for g in groups)
+    return f'<div class="note">{what}:<ul>{items}</ul></div>'
+
+
+def failure_tables(groups: Sequence[Group], links: PageLinks | None) -> str:
+    """Per group: each failed-check code and outcome, how many episodes, most common first."""
+    parts, clean = [], []
+    for group in groups:
+        rows = failure_reasons(group)
+        if not rows:
+            clean.append(group)
+            continue
+        parts.append(f"<h3>{_e(group.label)}</h3>")
+        parts.append(
+            _table(
+                ["check", "what it means", "episodes", "e.g."],
+                [_breakdown_row(b, len(group.records), links, code=True) for b in rows],
+                "reasons",
+            )
+        )
+    parts.append(_none(clean, "Nothing failed in"))
+    return "\n".join(parts)
+
+
+def leak_tables(groups: Sequence[Group], links: PageLinks | None) -> str:
+    """Per group: each leak kind caught, the columns, how many episodes."""
+    parts, clean = [], []
+    for group in groups:
+        rows = leak_detections(group)
+        if not rows:
+            clean.append(group)
+            continue
+        parts.append(f"<h3>{_e(group.label)}</h3>")
+        parts.append(
+            _table(
+                ["leak kind", "what it is", "columns", "episodes", "e.g."],
+                [_breakdown_row(b, len(group.records), links, code=False) for b in rows],
+                "reasons",
+            )
+        )
+    parts.append(_none(clean, "No leak detected in"))
+    return "\n".join(parts)
+
+
+def _breakdown_row(b: Breakdown, total: int, links: PageLinks | None, code: bool) -> list[str]:
+    row = [f"<code>{_e(b.code)}</code>", f'<span class="wrap">{_e(b.description)}</span>']
+    if not code:
+        row.append(f'<span class="wrap">{_e(", ".join(b.columns or []))}</span>')
+    return [*row, _share(b.count, total), _examples(b.episodes, links)]
+
+
+def episodes_table(rows: Sequence[dict[str, Any]], links: PageLinks | None) -> str:
+    """One row per episode, its index linked to the episode's page, under a row per run (the
+    run's id, linked to its index page, would otherwise fill a column on every line)."""
+    grid = cells(rows, episodes=True)
+    if not grid:
+        return '<p class="note">no episodes</p>'
+    lower = [lower_is_better(r["metric"]) for r in rows]
+    all_lower = all(lower)
+    labels = [label for label, _ in grid[0] if label not in _RUN_CELLS]
+    head = "".join(
+        f"<th>score {LOWER}</th>" if label == "score" and all_lower else f"<th>{_e(label)}</th>"
+        for label in labels
+    )
+    body, run_id = [], None
+    for row, low, pairs in zip(rows, lower, grid, strict=True):
+        if row["run_id"] != run_id:
+            run_id = row["run_id"]
+            link = _a(links.run(run_id) if links else None, _e(run_id))
+            status = _e(row["run_status"])
+            body.append(
+                f'<tr class="run"><td colspan="{len(labels)}"><span class="id">{link}</span>'
+                f" · {_e(row['model'])} · {_e(row['preset'])} · run {status}</td></tr>"
+            )
+        out = []
+        for label, text in pairs:
+            if label in _RUN_CELLS:
+                continue
+            cell = _e(text)
+            if label == "index":
+                cell = _a(links.episode(run_id, row["index"]) if links else None, cell)
+            elif label == "score" and low and not all_lower:
+                cell += f" {LOWER_SHORT}"
+            elif label == "reasons":
+                cell = f'<span class="wrap">{cell}</span>'
+            out.append(f"<td>{cell}</td>")
+        body.append("<tr>" + "".join(out) + "</tr>")
+    table = f'<table class="wide"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+    return f'<div class="scroll">{table}</table></div>'
+
+
+_RUN_CELLS = ("run", "run status")  # shown once per run, above its episodes
+
+
+def _plot(plot: Plot) -> list[str]:
+    parts = [f"<h2>{_e(plot.title)}</h2>"]
+    parts += [f'<p class="note">{_e(note)}</p>' for note in plot.notes]
+    if plot.png is not None:
+        parts.append(f'<img src="data:image/png;base64,{plot.png}" alt="{_e(plot.alt)}">')
+    return parts
 
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; font-size: 13px; margin-bottom: 1.5em; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; white-space: nowrap; }
-.scroll { overflow-x: auto; }
-th { background: #f4f4f4; }
-td:first-child, td:nth-child(2) { text-align: left; }
-img { max-width: 100%; display: block; margin-bottom: 1.5em; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; color: #222;
+       max-width: 1400px; }
+h3 { font-size: 1em; margin: 1em 0 .3em; }
+.scroll { overflow-x: auto; max-width: 100%; margin-bottom: 1.2em; }
+table { border-collapse: collapse; font-size: 13px; }
+table.wide, table.many { font-size: 12px; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap;
+         vertical-align: top; }
+th { background: #f4f4f4; text-align: center; white-space: normal; }
+table.many td { white-space: normal; }
+table.summary td:first-child { white-space: nowrap; }
+td:first-child, table.reasons td, table.runs td:nth-child(-n+4) { text-align: left; }
+table.wide td:nth-child(3), table.wide td:last-child, table.wide tr.run td {
+  text-align: left; }
+table.wide tr.run td { background: #fafafa; font-weight: 600; }
+table.wide tr.run .id { max-width: none; }
+.wrap { white-space: normal; display: inline-block; min-width: 12em; max-width: 40em; }
+.id { overflow-wrap: anywhere; white-space: normal; display: inline-block; max-width: 22em; }
+.lower { color: #8a4b00; font-size: 11px; white-space: nowrap; }
+img { max-width: 100%; height: auto; display: block; margin-bottom: 1.2em; }
 .note { color: #666; font-size: 13px; }
+@media (max-width: 900px) {
+  body { padding: 0 .5em; }
+  table { font-size: 12px; } table.wide, table.many { font-size: 11px; }
+  th, td { padding: 2px 4px; }
+  .wrap { min-width: 9em; } .id { max-width: 10em; }
+}
 """
 
 
@@ -242,39 +347,44 @@ def render_html(
     summary: Sequence[dict[str, Any]],
     band: tuple[float, float],
     episodes: Sequence[dict[str, Any]] | None = None,
+    links: PageLinks | None = None,
 ) -> str:
-    """The whole report as one HTML document with no external references."""
+    """The whole report as one HTML document; with ``links``, linked to episode pages."""
     require_matplotlib()
-    score = score_plot(groups)
-    rates = pass_rate_plot(summary, band)
-    reliability, notes = reliability_plot(groups)
-    effort = effort_plot(groups)
     runs = len({loaded.run.path for g in groups for loaded in g.runs})  # a run may span groups
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    pages = (
+        f"Each run and episode links to its page (in <code>{_e(links.folder)}/</code>)."
+        if links is not None
+        else "Episode pages are written next to the report when it goes to a file (--out)."
+    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         "<title>leakbench report</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>leakbench report</h1>",
         f'<p class="note">{plural(runs, "run")}, {plural(len(groups), "group")}; '
-        f"leakbench {__version__}; "
-        f"{stamp}. Pass rate = passed / (episodes − errors).</p>",
+        f"leakbench {_e(__version__)}; {stamp}. Pass rate = passed / (episodes − errors). "
+        f"{DOWN} marks a metric where lower is better. {pages}</p>",
         "<h2>Summary</h2>",
-        _html_table(cells(summary, episodes=False)),
-        "<h2>Scores and thresholds</h2>",
-        _img(score, "score distribution per group with the threshold marked"),
-        "<h2>Pass rates</h2>",
-        _img(rates, "pass rate per group with its 95% CI"),
-        "<h2>Reliability of the submitted probabilities</h2>",
-        f'<p class="note">Up to {RELIABILITY_CAP} episodes per group; labels regenerated '
-        "from each run's settings.</p>",
-        _img(reliability, "reliability diagram"),
-        *(f'<p class="note">{html.escape(n)}</p>' for n in notes),
-        "<h2>Steps and cost per episode</h2>",
-        _img(effort, "steps and cost per episode"),
+        summary_table(groups, summary),
+        "<h2>Runs</h2>",
+        runs_table(groups, links),
+        "<h2>Why episodes did not pass</h2>",
+        '<p class="note">Each failed check (and the outcomes error, invalid, no_submission) '
+        "with the episodes it applies to; an episode failing several checks counts under each."
+        "</p>",
+        failure_tables(groups, links),
+        "<h2>Leaks detected, by kind</h2>",
+        leak_tables(groups, links),
+        "<h2>Metrics (mean over graded submissions)</h2>",
+        metrics_table(groups),
     ]
+    for plot in all_plots(groups, summary, band):
+        parts += _plot(plot)
     if episodes is not None:
-        parts += ["<h2>Episodes</h2>", _html_table(cells(episodes, episodes=True))]
+        parts += ["<h2>Episodes</h2>", episodes_table(episodes, links)]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -1,11 +1,14 @@
-"""Summaries over runs: read manifests and ``episodes.jsonl`` only, group, aggregate.
+"""Summaries over runs: read manifests and ``episodes.jsonl``, group, aggregate.
 
 Rows are flat dicts of plain values (str, int, float, None), so every format (table, markdown,
 CSV, JSON) shows the same numbers; leak detections are flattened to ``leaks.<column>`` keys.
+The HTML report's breakdowns (why episodes failed, which kinds of leak were caught) are here
+too; only the leak kinds read further, from the episodes' ``instance.json``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -246,3 +249,147 @@ def episode_rows(runs: Sequence[LoadedRun]) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+# Outcomes that are not a failed check of the grade, described like FAILED_CHECKS' codes.
+OUTCOME_CODES = {
+    "error": "infrastructure failure (API after retries, harness fault); not in the pass rate",
+    "unrecorded": "failed, but the record names no check (graded before codes were kept: "
+    "re-grade it)",
+}
+UNKNOWN_KIND = "unknown"
+
+
+@dataclass
+class Breakdown:
+    """One row of a breakdown: a code (or leak kind) and the episodes it applies to."""
+
+    code: str
+    description: str
+    episodes: list[tuple[str, int]]  # (run id, episode index), in run order
+    columns: list[str] | None = None  # leak detections: the columns of this kind caught
+
+    @property
+    def count(self) -> int:
+        return len(self.episodes)
+
+
+def check_description(code: str) -> str:
+    """What a failed-check code (``EpisodeRecord.failed_checks``) or an outcome means."""
+    # grading.grade pulls in pandas and scipy: only the breakdowns need its table
+    from leakbench.grading.grade import FAILED_CHECKS
+
+    return (
+        FAILED_CHECKS.get(code) or OUTCOME_CODES.get(code) or "(a code this version does not know)"
+    )
+
+
+def _record_codes(record: EpisodeRecord) -> list[str]:
+    """The episode's failed-check codes, each once, with its outcome's own code if missing."""
+    codes = list(dict.fromkeys(record.failed_checks))  # "leak" is listed once per column
+    if record.outcome in ("error", "invalid", "no_submission") and record.outcome not in codes:
+        codes.insert(0, record.outcome)
+    if record.outcome == "failed" and not codes:
+        codes.append("unrecorded")
+    return codes
+
+
+def failure_reasons(group: Group) -> list[Breakdown]:
+    """Why the group's episodes did not pass: each failed-check code (and the outcomes error,
+    invalid, no_submission) with the episodes it applies to, most common first. An episode
+    with several codes counts once under each."""
+    found: dict[str, list[tuple[str, int]]] = {}
+    for loaded in group.runs:
+        for record in loaded.records:
+            for code in _record_codes(record):
+                found.setdefault(code, []).append((loaded.run_id, record.index))
+    rows = [Breakdown(code, check_description(code), eps) for code, eps in found.items()]
+    return sorted(rows, key=lambda b: -b.count)  # stable: ties keep first appearance
+
+
+def episode_leak_kinds(run: RunDir, index: int) -> dict[str, str]:
+    """Leak column -> leak kind for one episode, from its ``instance.json`` (under disguised
+    naming the columns differ from seed to seed); {} when it cannot be read."""
+    try:
+        raw = json.loads((run.episode_dir(index) / "instance.json").read_text(encoding="utf-8"))
+        return {
+            c["name"]: c["leak_kind"]
+            for c in raw["columns"]
+            if isinstance(c, dict) and isinstance(c.get("leak_kind"), str)
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _registered_kinds() -> dict[str, str]:
+    from leakbench.task.leaks import LEAK_KINDS
+
+    return {kind.column: name for name, kind in LEAK_KINDS.items()}
+
+
+def leak_detections(group: Group) -> list[Breakdown]:
+    """Per leak kind, the episodes whose pipeline was caught reading a column of that kind (and
+    which columns), most common first. A column's kind comes from its episode's
+    ``instance.json``; failing that, from the explicit column names of the registered kinds."""
+    from leakbench.task.leaks import LEAK_KINDS
+
+    fallback = _registered_kinds()
+    episodes: dict[str, list[tuple[str, int]]] = {}
+    columns: dict[str, list[str]] = {}
+    for loaded in group.runs:
+        for record in loaded.records:
+            if not record.leaks_detected:
+                continue
+            kinds = episode_leak_kinds(loaded.run, record.index)
+            seen: set[str] = set()
+            for column in record.leaks_detected:
+                kind = kinds.get(column) or fallback.get(column) or UNKNOWN_KIND
+                if column not in columns.setdefault(kind, []):
+                    columns[kind].append(column)
+                if kind not in seen:
+                    seen.add(kind)
+                    episodes.setdefault(kind, []).append((loaded.run_id, record.index))
+    rows = [
+        Breakdown(
+            kind,
+            LEAK_KINDS[kind].description if kind in LEAK_KINDS else "kind not recorded",
+            eps,
+            columns[kind],
+        )
+        for kind, eps in episodes.items()
+    ]
+    return sorted(rows, key=lambda b: -b.count)
+
+
+# Metrics a report shows, in this order; the direction of each for the reader's marker.
+SHOWN_METRICS = (
+    "auroc",
+    "holdout_auroc",
+    "regret",
+    "holdout_regret",
+    "brier",
+    "holdout_brier",
+    "log_loss",
+    "ece",
+)
+_LOWER_BETTER = {"regret", "holdout_regret", "brier", "holdout_brier", "log_loss", "ece"}
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether smaller values of ``metric`` are better: the grading metrics that say so
+    (``settings.LOWER_IS_BETTER``), regrets, and the calibration metrics."""
+    from leakbench.settings import LOWER_IS_BETTER
+
+    return metric in LOWER_IS_BETTER or metric in _LOWER_BETTER
+
+
+def metric_means(group: Group) -> dict[str, tuple[float | None, int]]:
+    """Mean of each shown metric over the group's graded submissions (passed or failed), and
+    how many episodes it is over; metrics no episode has are left out."""
+    records = [r for r in group.records if r.outcome in ("passed", "failed")]
+    out: dict[str, tuple[float | None, int]] = {}
+    for name in SHOWN_METRICS:
+        values = [v for r in records if (v := r.metrics.get(name)) is not None and math.isfinite(v)]
+        if values:
+            out[name] = (_mean_sd(values)[0], len(values))
+    return out
