@@ -28,6 +28,7 @@ from leakbench.untrusted import printable
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem;
        color: #222; }
+h1 { overflow-wrap: anywhere; } td, th { overflow-wrap: break-word; }
 pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; white-space: pre-wrap;
       word-break: break-word; border-radius: 4px; }
 table { border-collapse: collapse; } td, th { padding: .2rem .6rem; border-bottom: 1px solid #ddd;
@@ -50,10 +51,11 @@ def write_episode_pages(
     """Write the pages of ``indices`` (default: every episode begun) and the run's index page
     under ``out_dir/<run_id>/``; returns the page written per episode index."""
     out_dir = Path(out_dir)
-    wanted = episode_indices(run) if indices is None else sorted(set(indices))
+    records = run.records()  # once, not once per page
+    wanted = episode_indices(run, records) if indices is None else sorted(set(indices))
     pages: dict[int, Path] = {}
     for index in wanted:
-        view = load_episode(run, index)
+        view = load_episode(run, index, records)
         path = out_dir / episode_page_path(run.run_id, index)
         write_atomic(path, episode_html(view))
         pages[index] = path

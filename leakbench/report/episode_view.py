@@ -256,9 +256,12 @@ def load_run_view(run: RunDir) -> RunView:
     )
 
 
-def load_episode(run: RunDir, index: int) -> EpisodeView:
-    """Episode ``index`` in full; a ``UsageError`` if the run has no such episode."""
-    records = run.records()
+def load_episode(
+    run: RunDir, index: int, records: list[EpisodeRecord] | None = None
+) -> EpisodeView:
+    """Episode ``index`` in full; a ``UsageError`` if the run has no such episode.
+    ``records``: the run's records when the caller has read them (many episodes, one read)."""
+    records = run.records() if records is None else records
     record = next((r for r in records if r.index == index), None)
     folder = run.episode_dir(index)
     if record is None and not folder.is_dir():
