@@ -46,14 +46,16 @@ NonlinearForm = Literal["square", "abs", "sin"]
 class PriorSettings(Section):
     """A prior over the data-generating process (SPEC §4.5): every instance draws its own
     coefficients, interactions, nonlinear terms, categorical effects and intercept, so neither
-    the code nor an earlier instance gives the answer. Magnitudes are fixed; only signs and
-    placement are drawn, so Var(f), and with it the task's difficulty, is the same for every
-    instance (with square and abs terms; see ``nonlinear``)."""
+    the code nor an earlier instance gives the answer.
+
+    Magnitudes are fixed; only signs and placement are drawn, so Var(f), and with it the task's
+    difficulty, is the same for every instance (with square and abs terms; see ``nonlinear``).
+    """
 
     num_weights: list[float] = Field(
         min_length=1,
         description="weight magnitudes of the numerics; their count is the number of numeric "
-        "features. Each instance shuffles them over num_0..num_k, each with a random sign",
+        "features. Each instance shuffles them over ``num_0``..``num_k``, each with a random sign",
     )
     interactions: list[float] = Field(
         default=[],
@@ -62,9 +64,9 @@ class PriorSettings(Section):
     )
     nonlinear: list[tuple[NonlinearForm, float]] = Field(
         default=[],
-        description="(form, magnitude): each instance puts each term on its own random numeric, "
-        "with a random sign. sin is odd, so it correlates with its feature's linear term and "
-        "Var(f) then varies between instances; square and abs do not",
+        description="``[form, magnitude]``: each instance puts each term on its own random "
+        "numeric, with a random sign. ``sin`` is odd, so it correlates with its feature's linear "
+        "term and Var(f) then varies between instances; ``square`` and ``abs`` do not",
     )
     cat_effects: list[list[float]] = Field(
         default=[],
@@ -74,7 +76,7 @@ class PriorSettings(Section):
     )
     intercept: tuple[float, float] = Field(
         default=(0.0, 0.0),
-        description="[low, high]: each instance's intercept is uniform on it (class balance)",
+        description="``[low, high]``: each instance's intercept is uniform on it (class balance)",
     )
 
     @model_validator(mode="after")
@@ -112,10 +114,12 @@ class FamilySettings(Section):
     num_weights: list[float] = Field(
         default=[1.2, -0.8, 0.6, 0.4, -0.2],
         min_length=1,
-        description="weight of each standard-normal feature num_0..num_k in the clean logit",
+        description="weight of each standard-normal feature ``num_0``..``num_k`` in the clean "
+        "logit; their count is the number of numeric features",
     )
     cat_levels: list[int] = Field(
-        default=[4, 3], description="number of levels of each categorical feature cat0, cat1, ..."
+        default=[4, 3],
+        description="number of levels of each categorical feature ``cat0``, ``cat1``, ...",
     )
     cat_effects: list[list[float]] = Field(
         default=[[0.0, 0.5, 0.0, 0.0], [0.0, 0.0, -0.3]],
@@ -126,18 +130,18 @@ class FamilySettings(Section):
     # none of them draws random numbers, so the seed family's draws are untouched. The logit f
     # stays a deterministic function of the features, so the oracle P(y=1|x) = Phi(f/sd) is exact.
     interactions: list[tuple[int, int, float]] = Field(
-        default=[], description="(i, j, w): adds w * num_i * num_j to the logit"
+        default=[], description="``[i, j, w]``: adds ``w * num_i * num_j`` to the logit"
     )
     nonlinear: list[tuple[NonlinearForm, int, float]] = Field(
         default=[],
-        description="(form, i, w): adds w * g(num_i), g centred to mean 0: "
-        "square x^2 - 1, abs |x| - sqrt(2/pi), sin sin(x)",
+        description="``[form, i, w]``: adds ``w * g(num_i)``, with ``g`` centred to mean 0: "
+        "``square`` is ``x^2 - 1``, ``abs`` is ``|x| - sqrt(2/pi)``, ``sin`` is ``sin(x)``",
     )
     intercept: float = Field(default=0.0, description="added to the logit (class imbalance)")
     prior: PriorSettings | None = Field(
         default=None,
         description="draw the process per instance from this prior (SPEC §4.5); unset: the "
-        "fixed coefficients above, the same for every instance",
+        "fixed coefficients above, the same for every instance. Setting both is an error",
     )
 
     @property
@@ -212,26 +216,53 @@ class FamilySettings(Section):
 class TaskSettings(Section):
     """What data an instance holds (SPEC §4)."""
 
-    preset: str = Field(default="seed", description="name of the preset these settings came from")
-    n_train: int = Field(default=800, ge=20, le=10_000_000)
-    n_test: int = Field(default=200, ge=20, le=10_000_000)
-    n_holdout: int = Field(default=4000, ge=20, le=10_000_000)
-    seed: int = Field(default=0, ge=0, description="seed of the first instance; run i uses seed+i")
+    preset: str = Field(
+        default="seed",
+        description="name of the preset these settings came from, recorded with every run",
+    )
+    n_train: int = Field(
+        default=800,
+        ge=20,
+        le=10_000_000,
+        description="rows of ``train_df``, the labelled training data the agent sees",
+    )
+    n_test: int = Field(
+        default=200,
+        ge=20,
+        le=10_000_000,
+        description="rows of ``test_df``, the public test the agent predicts (labels kept by "
+        "the grader)",
+    )
+    n_holdout: int = Field(
+        default=4000,
+        ge=20,
+        le=10_000_000,
+        description="rows of the hidden holdout, fresh rows the agent never sees; the holdout "
+        "metrics and the leak audit use it",
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        description="seed of the first instance; episode i uses ``seed + i`` (flag ``--seed``)",
+    )
     leaks: list[str] = Field(
         default=["future_signal", "global_target_mean", "cat0_rate_full"],
-        description="enabled leak kinds, in column order",
+        description="enabled leak kinds, in column order (the catalogue is in docs/task.md)",
     )
     leak_naming: Literal["explicit", "disguised"] = Field(
         default="explicit",
-        description="how leak columns are named: 'explicit' (leak_*) or 'disguised' (innocuous "
-        "feature-like names, placed among the features, chosen from the seed)",
+        description="how leak columns are named: ``explicit`` (``leak_*``) or ``disguised`` "
+        "(innocuous feature-like names, placed among the features, chosen from the seed)",
     )
-    family: FamilySettings = FamilySettings()
+    family: FamilySettings = Field(
+        default=FamilySettings(), description="the synthetic data family the instances come from"
+    )
     public_seeds: bool = Field(
         default=False,
         description="draw instances from public streams of the seed alone, as the original "
-        "project did (number for number), instead of from a fresh secret key per run: anyone "
-        "can then regenerate the labels, so such runs are not tamper-proof",
+        "project did (number for number), instead of from a fresh secret key per run (flag "
+        "``--public-seeds``). Anyone can then regenerate the labels, so such runs are recorded "
+        "as not tamper-proof",
     )
 
     @model_validator(mode="after")
@@ -253,19 +284,84 @@ class TaskSettings(Section):
         return self
 
 
+class OpenAISettings(Section):
+    """Where ``openai/<model>`` agents send their requests: any server that speaks OpenAI's Chat
+    Completions API (OpenAI, vLLM, SGLang, Ollama, a gateway)."""
+
+    base_url: str | None = Field(
+        default=None,
+        description="the API's address, e.g. ``http://127.0.0.1:8000/v1`` for a local vLLM; "
+        "unset: ``OPENAI_BASE_URL`` from the environment, else OpenAI's API",
+    )
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the environment variable (or ``.env`` entry) that holds the API key; "
+        "the key itself is never written to settings or results. A local server that checks no "
+        "key takes any value",
+    )
+
+
 class AgentSettings(Section):
     """Who acts in an episode and under which limits (SPEC §5)."""
 
-    model: str = Field(default="local/baseline", description="provider/model or local/<policy>")
-    max_steps: int = Field(default=20, ge=1, le=1000, description="model turns per episode")
-    max_tokens: int = Field(default=1000, ge=1, le=128_000)
-    temperature: float = Field(default=1.0, ge=0.0, le=1.0)
-    system_prompt_file: str | None = Field(default=None, description="file; default: built in")
-    task_prompt_file: str | None = Field(default=None, description="file; default: built in")
-    stdout_max_chars: int = Field(default=8000, ge=100)
-    print_values_factor: int = Field(default=2, ge=1)
-    tool_timeout_s: float = Field(default=60.0, gt=0, le=3600)
-    memory_limit_mb: int = Field(default=2048, ge=600, description="address-space limit")
+    model: str = Field(
+        default="local/baseline",
+        description="who acts: ``anthropic/<model>`` (or just ``claude-...``), "
+        "``openai/<model>`` (any OpenAI-compatible server, see ``agent.openai``) or "
+        "``local/<policy>``, a scripted policy (flag ``--model``)",
+    )
+    max_steps: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="agent (model) turns per episode (flag ``--max-steps``)",
+    )
+    max_tokens: int = Field(
+        default=1000,
+        ge=1,
+        le=128_000,
+        description="tokens per model reply; a tool call cut off at this limit is not run",
+    )
+    temperature: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="sampling temperature; Anthropic gets it only when not 1.0, "
+        "OpenAI-compatible servers always (so a server's own default never applies)",
+    )
+    system_prompt_file: str | None = Field(
+        default=None,
+        description="file that replaces the built-in system prompt; ``{n_train}``, "
+        "``{n_test}``, ``{columns}``, ``{leak_columns}``, ``{max_steps}`` and "
+        "``{stdout_max_chars}`` in it are filled in",
+    )
+    task_prompt_file: str | None = Field(
+        default=None,
+        description="file that replaces the built-in task prompt; the same placeholders as in "
+        "``system_prompt_file`` are filled in",
+    )
+    stdout_max_chars: int = Field(
+        default=8000,
+        ge=100,
+        description="characters of each tool output shown to the agent; the rest is cut off "
+        "with a marker",
+    )
+    print_values_factor: int = Field(
+        default=2,
+        ge=1,
+        description="print-values guard: a tool output holding more than this many numbers "
+        "per column of ``train_df`` is withheld, so the agent cannot read data rows",
+    )
+    tool_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="wall-clock seconds per tool call"
+    )
+    memory_limit_mb: int = Field(
+        default=2048, ge=600, description="address-space limit of each sandbox worker, in MB"
+    )
+    openai: OpenAISettings = Field(
+        default=OpenAISettings(), description="the server ``openai/<model>`` agents talk to"
+    )
 
 
 Metric = Literal["auroc", "holdout_auroc", "holdout_regret"]
@@ -275,19 +371,45 @@ LOWER_IS_BETTER: frozenset[str] = frozenset({"holdout_regret"})
 class GradingSettings(Section):
     """How a submission is scored and judged (SPEC §6)."""
 
-    metric: Metric = "auroc"
-    threshold: float = Field(default=0.9471, description="pass mark for the metric")
-    require_pipeline: bool = False
-    leak_audit: bool = Field(default=True, description="shuffle each leak column on the holdout")
+    metric: Metric = Field(
+        default="auroc",
+        description="``auroc`` on the public test, ``holdout_auroc``, or ``holdout_regret`` "
+        "(the oracle's holdout AUROC minus the pipeline's; lower is better)",
+    )
+    threshold: float = Field(
+        default=0.9471,
+        description="pass mark for the metric (flag ``grade --threshold``); "
+        "``calibrate --write`` computes one",
+    )
+    require_pipeline: bool = Field(
+        default=False,
+        description="a submission must include its fitted pipeline, so the checks below can "
+        "run on it",
+    )
+    leak_audit: bool = Field(
+        default=True,
+        description="shuffle each leak column on the holdout and on the public test; a "
+        "pipeline whose predictions change uses it",
+    )
     leak_tolerance: float = Field(
         default=1e-6, ge=0, description="largest change in a probability not counted as use"
     )
-    fingerprint: bool = Field(default=True, description="check preprocessing was fit on train")
-    consistency_tolerance: float = Field(default=1e-6, ge=0)
+    fingerprint: bool = Field(
+        default=True,
+        description="check from its fitted statistics that preprocessing was fit on train "
+        "only, not on test rows",
+    )
+    consistency_tolerance: float = Field(
+        default=1e-6,
+        ge=0,
+        description="largest difference between the pipeline's and the submitted "
+        "probabilities, and between two answers to the same rows (determinism)",
+    )
     refit_check: bool = Field(
         default=True,
-        description="refit clone(pipeline) on train_df alone (and on permuted labels) in a "
-        "clean worker; check its recipe carries no learned state",
+        description="refit ``clone(pipeline)`` on ``train_df`` alone (and on permuted labels) "
+        "in a clean worker and check its recipe carries no learned state; what would fail is "
+        "refused at submission",
     )
     refit_tolerance: float = Field(
         default=1e-6, ge=0, description="largest difference the refit may show"
@@ -302,28 +424,72 @@ class GradingSettings(Section):
         description="fail when every refit on permuted labels keeps more than this share of "
         "the pipeline's holdout skill (AUROC - 0.5)",
     )
-    ceiling_check: bool = Field(default=True, description="flag AUROC above the Bayes ceiling")
-    ceiling_z: float = Field(default=3.0, gt=0, description="standard errors above the oracle")
-    max_ece: float | None = Field(default=None, ge=0, le=1, description="off when unset")
-    ece_bins: int = Field(default=10, ge=2, le=1000)
+    ceiling_check: bool = Field(
+        default=True, description="fail an AUROC above the Bayes ceiling (the oracle's)"
+    )
+    ceiling_z: float = Field(
+        default=3.0,
+        gt=0,
+        description="standard errors above the oracle's AUROC that ``ceiling_check`` fails",
+    )
+    max_ece: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="fail a submission whose expected calibration error (ECE) is above it; "
+        "off when unset",
+    )
+    ece_bins: int = Field(default=10, ge=2, le=1000, description="bins of the ECE")
 
 
 class RunSettings(Section):
     """How episodes are run and stored (SPEC §2, §8)."""
 
-    runs: int = Field(default=10, ge=1, le=1_000_000)
-    concurrency: int = Field(default=4, ge=1, le=1024, description="episodes in flight")
+    runs: int = Field(
+        default=10, ge=1, le=1_000_000, description="episodes per run (flag ``--runs``)"
+    )
+    concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="episodes, and so model calls, in flight at once (flag ``--concurrency``)",
+    )
     sandbox_concurrency: int = Field(
         default=0, ge=0, le=1024, description="sandbox calls at once; 0 means one per CPU core"
     )
-    results_dir: str = "results"
-    max_retries: int = Field(default=2, ge=0, le=20, description="passed to the Anthropic SDK")
-    request_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    results_dir: str = Field(
+        default="results",
+        description="folder runs are written to and read from (flag ``--results-dir``)",
+    )
+    max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=20,
+        description="retries of a failed model call, passed to the Anthropic SDK",
+    )
+    request_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="seconds per model call, passed to the Anthropic SDK",
+    )
 
 
 class CalibrateSettings(Section):
-    quantile: float = Field(default=0.85, gt=0, lt=1)
-    band: tuple[float, float] = (0.10, 0.40)
+    """How ``leakbench calibrate`` picks a pass threshold from past runs."""
+
+    quantile: float = Field(
+        default=0.85,
+        gt=0,
+        lt=1,
+        description="the threshold is this quantile of the runs' scores (its complement for "
+        "a lower-is-better metric), so about 1 - quantile of them pass (flag ``--quantile``)",
+    )
+    band: tuple[float, float] = Field(
+        default=(0.10, 0.40),
+        description="``[low, high]``: the pass-rate band the threshold aims for; calibrate "
+        "reports whether the rate's 95% interval lies inside it",
+    )
 
     @model_validator(mode="after")
     def _band_ordered(self) -> CalibrateSettings:
@@ -334,12 +500,12 @@ class CalibrateSettings(Section):
 
 
 class ModelPrice(Section):
-    """US dollars per million tokens."""
+    """The prices of one model, in US dollars per million tokens."""
 
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cache_write: float = Field(ge=0)
-    cache_read: float = Field(ge=0)
+    input: float = Field(ge=0, description="price of input tokens")
+    output: float = Field(ge=0, description="price of output tokens")
+    cache_write: float = Field(ge=0, description="price of tokens written to the prompt cache")
+    cache_read: float = Field(ge=0, description="price of tokens read from the prompt cache")
 
 
 def _default_pricing() -> dict[str, ModelPrice]:
@@ -359,31 +525,57 @@ def _default_pricing() -> dict[str, ModelPrice]:
 class CalibrationRecord(Section):
     """Where a threshold came from: written by ``calibrate --write`` next to it, read back as is."""
 
-    source_runs: list[str] = Field(default_factory=list)
-    models: list[str] = Field(default_factory=list)
-    metric: str
-    lower_is_better: bool = False
-    threshold: float
-    quantile: float = Field(gt=0, lt=1)
+    source_runs: list[str] = Field(
+        default_factory=list, description="ids of the runs the threshold was computed from"
+    )
+    models: list[str] = Field(default_factory=list, description="the models of those runs")
+    metric: str = Field(description="the metric the threshold applies to")
+    lower_is_better: bool = Field(default=False, description="whether the metric passes low")
+    threshold: float = Field(description="the threshold computed")
+    quantile: float = Field(gt=0, lt=1, description="the ``calibrate.quantile`` used")
     episodes: int = Field(ge=0, description="episodes in the pass-rate denominator (no errors)")
     scored: int = Field(ge=0, description="episodes with a score, the quantile's sample")
-    implied_pass_rate: float | None = None
-    interval: tuple[float, float] = (0.0, 1.0)
-    band: tuple[float, float] = (0.10, 0.40)
-    in_band: bool = False
-    runs_needed: int | None = Field(default=None, description="unset: never at this rate")
-    date: str
-    leakbench_version: str
+    implied_pass_rate: float | None = Field(
+        default=None, description="share of those episodes that pass at this threshold"
+    )
+    interval: tuple[float, float] = Field(
+        default=(0.0, 1.0), description="95% Wilson interval of that pass rate"
+    )
+    band: tuple[float, float] = Field(
+        default=(0.10, 0.40), description="the ``calibrate.band`` used"
+    )
+    in_band: bool = Field(default=False, description="whether the interval lies inside the band")
+    runs_needed: int | None = Field(
+        default=None,
+        description="episodes that would fit the interval inside the band at this pass rate; "
+        "unset: never at this rate",
+    )
+    date: str = Field(description="when the calibration was made (UTC, ISO 8601)")
+    leakbench_version: str = Field(description="the leakbench version that made it")
 
 
 class Settings(Section):
-    task: TaskSettings = TaskSettings()
-    agent: AgentSettings = AgentSettings()
-    grading: GradingSettings = GradingSettings()
-    run: RunSettings = RunSettings()
-    calibrate: CalibrateSettings = CalibrateSettings()
-    pricing: dict[str, ModelPrice] = Field(default_factory=_default_pricing)
-    calibration: CalibrationRecord | None = None
+    """Every setting of every command; each section is a table in a settings file."""
+
+    task: TaskSettings = Field(default=TaskSettings(), description="what an instance holds")
+    agent: AgentSettings = Field(default=AgentSettings(), description="who acts in an episode")
+    grading: GradingSettings = Field(
+        default=GradingSettings(), description="how a submission is judged"
+    )
+    run: RunSettings = Field(default=RunSettings(), description="how episodes are run and stored")
+    calibrate: CalibrateSettings = Field(
+        default=CalibrateSettings(), description="how ``calibrate`` picks a threshold"
+    )
+    pricing: dict[str, ModelPrice] = Field(
+        default_factory=_default_pricing,
+        description="a run's cost comes from its model's table here (unknown for a model "
+        "without one); built in are the list prices of current Claude models, and a table in a "
+        "settings file overrides or adds one",
+    )
+    calibration: CalibrationRecord | None = Field(
+        default=None,
+        description="unset unless the settings include a file written by ``calibrate --write``",
+    )
 
     def to_toml(self) -> str:
         """The resolved settings as TOML (``None`` values, which TOML cannot hold, are left out)."""

@@ -14,7 +14,7 @@ from leakbench.cli import app
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     # No test may read the developer's settings, key or results.
     for name in list(os.environ):
-        if name.startswith("LEAKBENCH_") or name.startswith("ANTHROPIC_"):
+        if name.startswith(("LEAKBENCH_", "ANTHROPIC_", "OPENAI_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.chdir(tmp_path)

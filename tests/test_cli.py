@@ -168,6 +168,7 @@ def test_settings_prints_resolved_toml(cli, tmp_path, monkeypatch):
 def test_cli_start_up_does_not_import_the_scientific_stack():
     # `leakbench --help` and bad-usage errors stay fast: commands import sklearn (and the
     # sandbox, the agents) only when they run.
-    code = "import sys, leakbench.cli; print(sorted({'sklearn', 'anthropic'} & set(sys.modules)))"
+    stack = "{'sklearn', 'anthropic', 'openai'}"
+    code = f"import sys, leakbench.cli; print(sorted({stack} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -111,8 +111,9 @@ def test_bad_model_names_are_usage_errors(cli, tmp_path):
     result = cli("run", "--model", "local/baseline2")
     assert result.exit_code == 2
     assert "unknown local policy 'baseline2'" in result.stderr and "local/baseline" in result.stderr
-    result = cli("run", "--model", "openai/gpt")
-    assert result.exit_code == 2 and "unknown provider 'openai'" in result.stderr
+    result = cli("run", "--model", "gemini/flash")
+    assert result.exit_code == 2 and "unknown provider 'gemini'" in result.stderr
+    assert "known: anthropic, openai, local" in result.stderr
 
 
 def test_missing_api_key_fails_before_any_episode(cli, tmp_path):

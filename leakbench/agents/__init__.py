@@ -1,4 +1,5 @@
-"""Agents: the Anthropic tool-use loop and the scripted local policies, behind one protocol."""
+"""Agents: the Anthropic tool-use loop, OpenAI-compatible Chat Completions tool calling and the
+scripted local policies, behind one protocol."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from leakbench.agents.base import Agent
 from leakbench.agents.local import POLICIES, LocalAgent
 from leakbench.errors import UsageError
 
-PROVIDERS = ("anthropic", "local")
+PROVIDERS = ("anthropic", "openai", "local")
 
 
 def parse_model(model: str) -> tuple[str, str]:
@@ -21,7 +22,7 @@ def parse_model(model: str) -> tuple[str, str]:
     else:
         raise UsageError(
             f"unknown model '{model}'",
-            hint="use provider/name: anthropic/claude-haiku-4-5, or local/<policy>",
+            hint="use provider/name: anthropic/claude-haiku-4-5, openai/<model>, or local/<policy>",
         )
     if provider not in PROVIDERS:
         raise UsageError(f"unknown provider '{provider}'", hint=f"known: {', '.join(PROVIDERS)}")
@@ -44,10 +45,23 @@ def canonical_model(model: str) -> str:
 
 
 def make_agent(model: str, settings: Any, client: Any = None) -> Agent:
-    """A fresh agent for one episode; ``client`` is the shared Anthropic client, if any."""
+    """A fresh agent for one episode; ``client`` is the run's shared API client, if any."""
     provider, name = parse_model(model)
     if provider == "local":
         return LocalAgent(name)
+    if provider == "openai":
+        from leakbench.agents.openai import OpenAIAgent
+
+        server = settings.agent.openai
+        return OpenAIAgent(
+            name,
+            settings.agent,
+            settings.run,
+            settings.pricing.get(name),
+            client=client,
+            base_url=server.base_url,
+            api_key_env=server.api_key_env,
+        )
     from leakbench.agents.anthropic import AnthropicAgent
 
     return AnthropicAgent(

@@ -8,20 +8,28 @@ still throws after its retries becomes an ``AgentError``, which ends the episode
 from __future__ import annotations
 
 import copy
-import math
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import anthropic
 
 from leakbench.agents.base import AgentError, StopKind, ToolCall, ToolResult, Turn, Usage
+from leakbench.agents.model_api import (
+    MISSING_RESULT,
+    NO_OUTPUT,
+    NUDGE,
+    api_key_from_env,
+    cost_usd,
+    json_safe,
+    mentions_context_overflow,
+    one_line,
+)
 from leakbench.agents.prompts import load_prompts
 from leakbench.errors import LeakbenchError
 from leakbench.settings import AgentSettings, ModelPrice, RunSettings
 
 __all__ = [
+    "NUDGE",
     "AnthropicAgent",
     "check_api_key",
     "describe_error",
@@ -32,17 +40,9 @@ __all__ = [
 PROVIDER = "anthropic"
 # pause_turn means "send the reply back and I will go on"; more than a few in a row is a loop.
 MAX_CONTINUATIONS = 3
-NUDGE = (
-    "Please continue with the task using the tools: python_expression to work in the sandbox, "
-    "and submit_answer when your predictions are ready."
-)
-MISSING_RESULT = "(no result: this tool call was not run)"
 DEFAULT_TEMPERATURE = 1.0  # the API's own default: not sent
 LEGACY_API_VERSION = "2023-06-01"  # the last API version that accepts ``temperature``
 EPHEMERAL = {"type": "ephemeral"}
-# Phrases of the API's 400 when the input does not fit ("prompt is too long: N tokens > M
-# maximum", "input length and `max_tokens` exceed context limit: ...").
-_CONTEXT_HINTS = ("prompt is too long", "context limit", "context window", "context length")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,7 +59,7 @@ def make_client(
     profiles) still applies and ``check_api_key`` reports what is missing. ``base_url=None``
     lets the SDK read ``ANTHROPIC_BASE_URL``.
     """
-    key = api_key or os.environ.get("ANTHROPIC_API_KEY") or _dotenv_key()
+    key = api_key or api_key_from_env("ANTHROPIC_API_KEY")
     try:
         return anthropic.Anthropic(
             api_key=key or None,
@@ -69,15 +69,6 @@ def make_client(
         )
     except anthropic.AnthropicError as exc:  # a broken SDK profile named in the environment
         raise LeakbenchError(f"cannot load Anthropic credentials: {describe_error(exc)}") from None
-
-
-def _dotenv_key() -> str | None:
-    path = Path.cwd() / ".env"
-    if not path.is_file():
-        return None
-    from dotenv import dotenv_values
-
-    return dotenv_values(path).get("ANTHROPIC_API_KEY") or None
 
 
 def check_api_key(client: anthropic.Anthropic, model: str) -> None:
@@ -165,32 +156,16 @@ def describe_error(exc: Exception) -> str:
         text = "connection error" + (f": {type(cause).__name__}: {cause}" if cause else "")
     else:
         text = f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:500]
+    return one_line(text)
 
 
 def is_context_overflow(exc: anthropic.APIStatusError) -> bool:
     """The request no longer fits the model's context window (or the API's size limit)."""
-    if exc.status_code == 413:
-        return True
-    if exc.status_code != 400:
-        return False
-    message = _error_message(exc).lower()
-    return any(hint in message for hint in _CONTEXT_HINTS)
+    return mentions_context_overflow(exc.status_code, _error_message(exc))
 
 
 # ---------------------------------------------------------------------------------------------
 # The agent
-
-
-def cost_usd(usage: Usage, price: ModelPrice | None) -> float:
-    if price is None:
-        return 0.0
-    return (
-        usage.input_tokens * price.input
-        + usage.output_tokens * price.output
-        + usage.cache_write_tokens * price.cache_write
-        + usage.cache_read_tokens * price.cache_read
-    ) / 1e6
 
 
 class AnthropicAgent:
@@ -266,7 +241,7 @@ class AnthropicAgent:
             {
                 "type": "tool_result",
                 "tool_use_id": r.call_id,
-                "content": r.content or "(no output)",
+                "content": r.content or NO_OUTPUT,
                 "is_error": r.is_error,
             }
             for r in results
@@ -424,7 +399,7 @@ def _pending_tool_use_ids(messages: list[dict[str, Any]]) -> list[str]:
 def _dump(block: Any) -> dict[str, Any]:
     dumped = block.model_dump(mode="json", exclude_none=True)
     if getattr(block, "type", None) == "tool_use":
-        dumped["input"] = _json_safe(block.input)  # pydantic would make a NaN null
+        dumped["input"] = json_safe(block.input)  # pydantic would make a NaN null
     return dumped
 
 
@@ -439,23 +414,6 @@ def _block_param(block: Any) -> dict[str, Any] | None:
             "type": "tool_use",
             "id": block.id,
             "name": block.name,
-            "input": _json_safe(block.input),
+            "input": json_safe(block.input),
         }
     return _dump(block)  # thinking, server tools: sent back as received
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with each NaN or infinity spelled as a string ("NaN", "Infinity", "-Infinity").
-
-    JSON has no such numbers, but the SDK parses a reply leniently, so a tool input can hold
-    one. The episode gets the input as parsed and answers that call at its step (a submission
-    of NaN probabilities fails its check); only the history sent back, which the SDK encodes
-    strictly, spells the number as the model wrote it, so the next request is not refused.
-    """
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value

@@ -14,6 +14,7 @@ StopKind = Literal[
     "end_turn",  # the agent is done talking (no tool calls)
     "max_tokens",  # the reply was cut off; tool calls in it may be incomplete
     "refusal",  # the model refused
+    "content_filter",  # the provider's content filter stopped the reply
     "context_overflow",  # the conversation no longer fits the model's context window
 ]
 
@@ -24,6 +25,9 @@ class ToolCall:
     name: str
     input: dict[str, Any]
     truncated: bool = False  # cut off by max_tokens: the episode must not run it
+    # Why the call's input could not be read (arguments that are not a JSON object): the
+    # episode does not run it and returns this to the agent as an error result.
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,8 @@ class Agent(Protocol):
     name: str
 
     def begin(self, system_prompt: str, task_prompt: str, tools: list[dict[str, Any]]) -> None:
-        """Start a conversation. ``tools`` are Anthropic-style tool definitions."""
+        """Start a conversation. ``tools`` are Anthropic-style tool definitions (an agent for
+        another API converts them, e.g. with ``runner.tools.as_openai_tools``)."""
 
     def next_turn(self, results: list[ToolResult]) -> Turn:
         """The next turn, given the results of the previous turn's tool calls (empty at first,

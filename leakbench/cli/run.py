@@ -37,7 +37,8 @@ def run_command(
         typer.Option(
             "--model",
             "-m",
-            help="anthropic/claude-haiku-4-5 (or just claude-haiku-4-5), or local/POLICY.",
+            help="anthropic/claude-haiku-4-5 (or just claude-haiku-4-5), openai/MODEL "
+            "(any OpenAI-compatible server), or local/POLICY.",
         ),
     ] = None,
     runs: Annotated[int | None, typer.Option("--runs", "-n", help="Episodes in the run.")] = None,
@@ -108,7 +109,7 @@ def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
     provider, name = parse_model(settings.agent.model)
     # One spelling per model in run ids, manifests and reports (claude-x -> anthropic/claude-x).
     settings = settings.with_overrides({"agent.model": f"{provider}/{name}"})
-    client = _client(settings, name) if provider == "anthropic" else None
+    client = _client(settings, provider, name) if provider != "local" else None
     # ``leakbench run`` launched the zygote before importing the command line (cli/process.py).
     pool = take_early_pool() or SandboxPool()
     with contextlib.closing(pool):
@@ -176,11 +177,21 @@ def _mark_interrupted(run: RunDir) -> None:
             pass
 
 
-def _client(settings: Settings, model: str) -> Any:
-    from leakbench.agents.anthropic import check_api_key, make_client
+def _client(settings: Settings, provider: str, model: str) -> Any:
+    """The run's API client, its key and model checked before the run folder is made."""
+    if provider == "openai":
+        from leakbench.agents import openai as openai_agent
 
-    client = make_client(settings.run)
-    check_api_key(client, model)
+        server = settings.agent.openai
+        client = openai_agent.make_client(
+            settings.run, base_url=server.base_url, api_key_env=server.api_key_env
+        )
+        openai_agent.check_api_key(client, model, api_key_env=server.api_key_env)
+        return client
+    from leakbench.agents import anthropic as anthropic_agent
+
+    client = anthropic_agent.make_client(settings.run)
+    anthropic_agent.check_api_key(client, model)
     return client
 
 

@@ -55,7 +55,7 @@ def chat(events: list[dict[str, Any]], model: str) -> tuple[str, list[ChatMessag
                         id=str(call.get("id")),
                         function=str(call.get("name")),
                         arguments=arguments,
-                        parse_error=TRUNCATED if call.get("truncated") else None,
+                        parse_error=TRUNCATED if call.get("truncated") else call.get("problem"),
                         view=ToolCallContent(format="markdown", content=f"```python\n{code}\n```")
                         if isinstance(code, str)
                         else None,

@@ -242,7 +242,13 @@ class Episode:
                     "stop": turn.stop,
                     "text": turn.text,
                     "tool_calls": [
-                        {"id": c.id, "name": c.name, "input": c.input, "truncated": c.truncated}
+                        {
+                            "id": c.id,
+                            "name": c.name,
+                            "input": c.input,
+                            "truncated": c.truncated,
+                            **({"problem": c.problem} if c.problem is not None else {}),
+                        }
                         for c in turn.tool_calls
                     ],
                     "usage": turn.usage.as_dict(),
@@ -252,6 +258,8 @@ class Episode:
                 self._emit("text", turn.text)
             if turn.stop == "refusal":
                 return "the model refused"
+            if turn.stop == "content_filter":
+                return "the provider's content filter stopped the model's reply"
             if turn.stop == "context_overflow":
                 return "the conversation outgrew the model's context window"
             if not turn.tool_calls:
@@ -272,6 +280,8 @@ class Episode:
                 "not run: this tool call was cut off by max_tokens; send shorter code",
                 True,
             )
+        elif call.problem is not None:
+            result = ToolResult(call.id, call.problem, True)
         elif self.submission.accepted:
             result = ToolResult(call.id, "not run: a submission was already accepted", True)
         else:

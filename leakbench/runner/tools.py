@@ -1,5 +1,5 @@
-"""The agent's two tools (SPEC §5.1): their definitions and how a JSON ``submit_answer`` call
-becomes the same in-sandbox ``submit_answer`` call that code makes."""
+"""The agent's two tools (SPEC §5.1): their definitions (also in OpenAI's shape) and how a JSON
+``submit_answer`` call becomes the same in-sandbox ``submit_answer`` call that code makes."""
 
 from __future__ import annotations
 
@@ -47,6 +47,22 @@ TOOL_SPECS: list[dict[str, Any]] = [
         },
     },
 ]
+
+
+def as_openai_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool definitions (``TOOL_SPECS``' shape) in the shape of OpenAI's Chat Completions API:
+    ``{"type": "function", "function": {name, description, parameters}}``."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool["name"],
+                "description": tool.get("description", ""),
+                "parameters": tool.get("input_schema", {"type": "object", "properties": {}}),
+            },
+        }
+        for tool in tools
+    ]
 
 
 class ToolInputError(ValueError):
