@@ -67,3 +67,26 @@ def make_agent(model: str, settings: Any, client: Any = None) -> Agent:
     return AnthropicAgent(
         name, settings.agent, settings.run, settings.pricing.get(name), client=client
     )
+
+
+def api_client(settings: Any) -> Any:
+    """The client every episode of a run shares: None for a local policy; for a model API, the
+    SDK's client with its key and model checked by one cheap request (a ``LeakbenchError`` with
+    one clear line when either is wrong), so a run fails before it makes a folder."""
+    provider, name = parse_model(settings.agent.model)
+    if provider == "local":
+        return None
+    if provider == "openai":
+        from leakbench.agents import openai as openai_agent
+
+        server = settings.agent.openai
+        client = openai_agent.make_client(
+            settings.run, base_url=server.base_url, api_key_env=server.api_key_env
+        )
+        openai_agent.check_api_key(client, name, api_key_env=server.api_key_env)
+        return client
+    from leakbench.agents import anthropic as anthropic_agent
+
+    client = anthropic_agent.make_client(settings.run)
+    anthropic_agent.check_api_key(client, name)
+    return client

@@ -23,7 +23,6 @@ from leakbench.stats import pass_rate
 
 if TYPE_CHECKING:
     from leakbench.runner.run import RunResult
-    from leakbench.sandbox import SandboxPool
     from leakbench.store.runs import RunDir
 
 # Settings that change how fast a run goes, not what it measures: a resume may change them.
@@ -96,103 +95,49 @@ def run_command(
 
 
 def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
-    """Run (or finish) a run with progress on stderr; Ctrl-C exits 130 and SIGTERM 143, each
-    with the resume command, at any point once the run folder exists.
-
-    Also used by ``calibrate --runs``. The API key is checked before the run folder is made.
-    """
-    from leakbench.agents import parse_model
-    from leakbench.cli.process import interrupt_exit_code, take_early_pool
-    from leakbench.sandbox import SandboxPool
-    from leakbench.store.runs import RunDir
-
-    provider, name = parse_model(settings.agent.model)
-    # One spelling per model in run ids, manifests and reports (claude-x -> anthropic/claude-x).
-    settings = settings.with_overrides({"agent.model": f"{provider}/{name}"})
-    client = _client(settings, provider, name) if provider != "local" else None
-    # ``leakbench run`` launched the zygote before importing the command line (cli/process.py).
-    pool = take_early_pool() or SandboxPool()
-    with contextlib.closing(pool):
-        # The zygote imports the scientific stack in its own process while this one goes on,
-        # and scipy.stats (for the summary's interval) loads while this one waits for it.
-        pool.launch()
-        threading.Thread(target=importlib.import_module, args=("scipy.stats",), daemon=True).start()
-        if run is None:
-            argv = ["leakbench", *sys.argv[1:]]
-            run = RunDir.create(Path(settings.run.results_dir), settings, argv)
-        try:
-            with run.writing("run"):
-                return _run_with_progress(run, settings, client, pool)
-        except KeyboardInterrupt as exc:
-            _mark_interrupted(run)
-            kept = len(run.records())
-            display.error(
-                f"interrupted: {kept} finished episodes kept; "
-                f"finish with: leakbench run --resume {run.run_id}"
-            )
-            raise typer.Exit(interrupt_exit_code(exc)) from None
-
-
-def _run_with_progress(
-    run: RunDir, settings: Settings, client: Any, pool: SandboxPool
-) -> RunResult:
-    from leakbench.agents import make_agent
-    from leakbench.cli.process import command_started
+    """The core's ``Runner`` with progress on stderr; Ctrl-C exits 130 and SIGTERM 143, each
+    with the resume command, at any point once the run folder exists. Also used by
+    ``calibrate --runs``."""
+    from leakbench.cli.process import command_started, interrupt_exit_code, take_early_pool
     from leakbench.cli.progress import RunProgress
-    from leakbench.runner.prompts import build_prompts
-    from leakbench.runner.run import execute_run
+    from leakbench.runner.run import Runner
 
-    n = settings.run.runs
-    display.info(f"run {run.run_id}: {n} episode{'s' if n != 1 else ''} of {settings.agent.model}")
-    if settings.task.public_seeds:
-        display.warn("task.public_seeds: anyone can regenerate these instances (not tamper-proof)")
-    prompts = build_prompts(settings)  # while the zygote starts
-    # Fully isolated workers see no results folder, working directory or .env (containment.py).
-    pool.start()
-    if pool.isolation != "full":
-        why = pool.isolation_note or "run as root for full sandbox isolation"
-        display.warn(f"isolation: {pool.isolation} ({why})")
-    with RunProgress(stream_turns=display.verbosity() >= 1) as progress:
-        return execute_run(
-            run,
-            settings,
-            lambda: make_agent(settings.agent.model, settings, client),
-            prompts,
-            pool,
-            progress,
-            command_started=command_started(),
+    # ``leakbench run`` launched the zygote before importing the command line (cli/process.py).
+    pool = take_early_pool()
+    made: RunDir | None = None
+    try:
+        with (
+            contextlib.closing(pool) if pool is not None else contextlib.nullcontext(),
+            Runner(settings, resume=run, pool=pool, argv=["leakbench", *sys.argv[1:]]) as runner,
+        ):
+            made = runner.run
+            # scipy.stats (for the summary's interval) loads while this waits for the zygote.
+            threading.Thread(
+                target=importlib.import_module, args=("scipy.stats",), daemon=True
+            ).start()
+            assert made is not None
+            n, model = runner.settings.run.runs, runner.settings.agent.model
+            display.info(f"run {made.run_id}: {n} episode{'s' if n != 1 else ''} of {model}")
+            if settings.task.public_seeds:
+                display.warn(
+                    "task.public_seeds: anyone can regenerate these instances (not tamper-proof)"
+                )
+            runner.start()
+            # Fully isolated workers see no results folder, working directory or .env.
+            if runner.pool.isolation != "full":
+                why = runner.pool.isolation_note or "run as root for full sandbox isolation"
+                display.warn(f"isolation: {runner.pool.isolation} ({why})")
+            with RunProgress(stream_turns=display.verbosity() >= 1) as progress:
+                return runner.execute(progress, command_started=command_started())
+    except KeyboardInterrupt as exc:
+        if made is None:
+            raise
+        kept = len(made.records())
+        display.error(
+            f"interrupted: {kept} finished episodes kept; "
+            f"finish with: leakbench run --resume {made.run_id}"
         )
-
-
-def _mark_interrupted(run: RunDir) -> None:
-    """A run stopped before ``execute_run`` took over (start-up) still says it was interrupted;
-    if another leakbench holds the run, it is that one's to say."""
-    from leakbench.store.runs import RunBusy
-
-    if run.manifest.status == "running":
-        try:
-            with run.writing("interrupted"):
-                run.write_manifest(status="interrupted")
-        except (RunBusy, OSError):
-            pass
-
-
-def _client(settings: Settings, provider: str, model: str) -> Any:
-    """The run's API client, its key and model checked before the run folder is made."""
-    if provider == "openai":
-        from leakbench.agents import openai as openai_agent
-
-        server = settings.agent.openai
-        client = openai_agent.make_client(
-            settings.run, base_url=server.base_url, api_key_env=server.api_key_env
-        )
-        openai_agent.check_api_key(client, model, api_key_env=server.api_key_env)
-        return client
-    from leakbench.agents import anthropic as anthropic_agent
-
-    client = anthropic_agent.make_client(settings.run)
-    anthropic_agent.check_api_key(client, model)
-    return client
+        raise typer.Exit(interrupt_exit_code(exc)) from None
 
 
 def _resumed(

@@ -9,19 +9,29 @@ while the CPU runs only as many fits as it has cores.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
 
 from leakbench.agents.base import Agent
 from leakbench.runner.episode import Episode, EpisodeCancelled, EpisodeEnv
 from leakbench.sandbox import SandboxPool
 from leakbench.settings import Settings
-from leakbench.store.runs import EpisodeRecord, RunDir, StoreError, summarize, total_usage
+from leakbench.store.runs import (
+    EpisodeRecord,
+    RunBusy,
+    RunDir,
+    StoreError,
+    summarize,
+    total_usage,
+)
 
 MANIFEST_PROGRESS_S = 1.0
 
@@ -55,6 +65,136 @@ class QuietObserver:
 class RunResult:
     run: RunDir
     records: list[EpisodeRecord]
+
+
+class Runner:
+    """A run from Python, as ``leakbench run`` does it, without the command line::
+
+        with Runner(settings) as runner:       # key checked, sandbox launched, folder made
+            runner.start()                     # prompts built, sandbox ready
+            result = runner.execute()          # every pending episode, graded and logged
+
+    ``run(settings)`` does all three. ``resume=RunDir.open(path)`` finishes an interrupted run
+    with its stored key instead of making a new one (the settings should be the run's own:
+    ``run_dir.settings()``). A model API's key and model are checked before any folder is made.
+    The run's writer lock is held from the moment the folder is made (or opened) until the
+    block ends, so no other leakbench writes it meanwhile. A ``pool`` passed in is used and
+    left open (the caller may run more with it); one made here is closed at the end. When the
+    block ends with Ctrl-C (``KeyboardInterrupt``) before the episodes began, the run is marked
+    interrupted; during them, ``execute`` has done so.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        resume: RunDir | None = None,
+        pool: SandboxPool | None = None,
+        argv: Sequence[str] = (),
+    ) -> None:
+        from leakbench.agents import api_client, parse_model
+
+        provider, name = parse_model(settings.agent.model)
+        # One spelling per model in run ids, manifests and reports (claude-x -> anthropic/...).
+        self.settings = settings.with_overrides({"agent.model": f"{provider}/{name}"})
+        self.client: Any = api_client(self.settings)
+        self.pool = pool if pool is not None else SandboxPool()
+        self._owns_pool = pool is None
+        self._resume = resume
+        self._argv = list(argv)
+        self._stack = contextlib.ExitStack()
+        self._prompts: tuple[str, str] | None = None
+        self.run: RunDir | None = None
+
+    def __enter__(self) -> Runner:
+        if self._owns_pool:
+            self._stack.callback(self.pool.close)
+        try:
+            # The zygote imports the scientific stack in its own process while this one goes on.
+            self.pool.launch()
+            run = self._resume
+            if run is None:
+                results = Path(self.settings.run.results_dir)
+                run = RunDir.create(results, self.settings, self._argv)
+            self._stack.enter_context(run.writing("run"))
+            self.run = run
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if isinstance(exc, KeyboardInterrupt) and self.run is not None:
+                _mark_interrupted(self.run)
+        finally:
+            self._stack.close()
+
+    def start(self) -> None:
+        """Build the prompts (while the zygote starts) and wait for the sandbox to be ready;
+        ``pool.isolation`` then says how isolated its workers are."""
+        from leakbench.runner.prompts import build_prompts
+
+        self._prompts = build_prompts(self.settings)
+        self.pool.start()
+
+    def execute(
+        self, observer: RunObserver | None = None, *, command_started: float | None = None
+    ) -> RunResult:
+        """Run every pending episode (see ``execute_run``)."""
+        from leakbench.agents import make_agent
+
+        if self.run is None:
+            raise RuntimeError("Runner.execute() outside its with block")
+        if self._prompts is None:
+            self.start()
+        assert self._prompts is not None
+        settings, client = self.settings, self.client
+        return execute_run(
+            self.run,
+            settings,
+            lambda: make_agent(settings.agent.model, settings, client),
+            self._prompts,
+            self.pool,
+            observer or QuietObserver(),
+            command_started=command_started,
+        )
+
+
+def run(
+    settings: Settings,
+    *,
+    resume: RunDir | None = None,
+    pool: SandboxPool | None = None,
+    observer: RunObserver | None = None,
+) -> RunResult:
+    """Make (or finish, with ``resume``) a run and return its records: ``Runner`` in one call.
+
+    Example::
+
+        from leakbench.runner.run import run
+        from leakbench.settings import SettingsSources, resolve
+
+        settings = resolve(SettingsSources(preset="default", flags={"run.runs": 20}))
+        result = run(settings)
+        print(sum(r.passed for r in result.records), "of", len(result.records), "passed")
+    """
+    with Runner(settings, resume=resume, pool=pool) as runner:
+        runner.start()
+        return runner.execute(observer)
+
+
+def _mark_interrupted(run: RunDir) -> None:
+    """A run stopped before ``execute_run`` took over (start-up) still says it was interrupted;
+    if another leakbench holds the run, it is that one's to say."""
+    if run.manifest.status == "running":
+        with contextlib.suppress(RunBusy, OSError), run.writing("interrupted"):
+            run.write_manifest(status="interrupted")
 
 
 def pending_indices(run: RunDir, runs: int) -> tuple[list[EpisodeRecord], list[int]]:
