@@ -306,7 +306,7 @@ def test_resume_refuses_a_setting_changed_in_any_layer(cli, tmp_path, monkeypatc
 
 
 def test_episodes_in_error_make_the_run_loud_and_resume_runs_them_again(cli, tmp_path, monkeypatch):
-    from leakbench.runner import episode
+    from leakbench.env import episode
 
     real = episode.make_instance
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import leakbench.runner.episode
+import leakbench.env.episode
 from leakbench.agents import local
 from leakbench.cli import app
 from leakbench.report.episode_page import episode_page_path, write_episode_pages
@@ -62,7 +62,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         mp.setattr(local.LocalAgent, "next_turn", next_turn)
         for name, args in plan:
             if name == "error":
-                mp.setattr(leakbench.runner.episode, "grade", broken_grader)
+                mp.setattr(leakbench.env.episode, "grade", broken_grader)
             before = set(results.iterdir()) if results.exists() else set()
             result = _invoke("-q", "--results-dir", results, *args)
             assert result.exit_code == (3 if name == "error" else 0), result.output

@@ -9,7 +9,6 @@ no retry layer of ours on top. What the SDK still throws after its retries becom
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import time
@@ -29,7 +28,7 @@ from leakbench.agents.model_api import (
     one_line,
 )
 from leakbench.errors import LeakbenchError
-from leakbench.runner.tools import as_openai_tools
+from leakbench.runner.tools import as_openai_tools, parse_arguments
 from leakbench.settings import AgentSettings, ModelPrice, RunSettings
 
 __all__ = ["DEFAULT_API_KEY_ENV", "OpenAIAgent", "check_api_key", "describe_error", "make_client"]
@@ -389,39 +388,6 @@ class OpenAIAgent:
         }
         call = ToolCall(call_id, name, tool_input, truncated=truncated, problem=problem)
         return call, param
-
-
-def parse_arguments(name: str, arguments: Any) -> tuple[dict[str, Any], str | None]:
-    """A tool call's ``arguments`` string as the input dict, or ``({}, problem)``.
-
-    Parsed leniently, as the Anthropic SDK parses a tool input: NaN and Infinity come through as
-    floats (``json_safe`` spells them for the history). Arguments encoded twice (a JSON string
-    holding the object), which some models write, are read through.
-    """
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        return {}, None  # a call without arguments; the episode says which are needed
-    if not isinstance(arguments, str):
-        return {}, f"the arguments of this {name} call are not a JSON string; nothing was run"
-    try:
-        value = json.loads(arguments)
-    except json.JSONDecodeError as exc:
-        start = arguments[:80] + ("..." if len(arguments) > 80 else "")
-        return {}, (
-            f"the arguments of this {name} call are not valid JSON ({exc.msg}, character "
-            f"{exc.pos}), so nothing was run; they began: {start!r}. Send a JSON object, "
-            'e.g. {"expression": "train_df.shape"}'
-        )
-    except RecursionError:
-        return {}, f"the arguments of this {name} call are nested too deeply; nothing was run"
-    if isinstance(value, str):
-        with contextlib.suppress(json.JSONDecodeError, RecursionError):
-            value = json.loads(value)
-    if not isinstance(value, dict):
-        return {}, (
-            f"the arguments of this {name} call must be a JSON object, not "
-            f"{type(value).__name__}; nothing was run"
-        )
-    return value, None
 
 
 def _message(choice: Any) -> Any:

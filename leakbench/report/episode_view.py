@@ -30,7 +30,7 @@ from leakbench.store.runs import EpisodeRecord, RunDir
 # What the sandbox appends when it cuts a tool result short (sandbox.capture.shape_output).
 _TRUNCATED = re.compile(r"\n\.\.\. \[output truncated: (\d+) more characters\]\n\Z")
 _WITHHELD = "[output withheld:"
-# The lines submit_answer prints in the sandbox (runner.episode._Submission, sandbox.worker):
+# The lines submit_answer prints in the sandbox (env.episode.Submission, sandbox.worker):
 # read only from transcripts written before the harness logged ``submission`` events.
 _SUBMIT_LINES = (
     ("submission accepted:", True),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -100,3 +101,36 @@ def submit_code(tool_input: dict[str, Any]) -> str:
         else:
             parts.append(f"{key!r}: __import__('json').loads({json.dumps(value)!r})")
     return "submit_answer({" + ", ".join(parts) + "})"
+
+
+def parse_arguments(name: str, arguments: Any) -> tuple[dict[str, Any], str | None]:
+    """A tool call's ``arguments`` string as the input dict, or ``({}, problem)``.
+
+    Parsed leniently, as the Anthropic SDK parses a tool input: NaN and Infinity come through as
+    floats (``json_safe`` spells them for the history). Arguments encoded twice (a JSON string
+    holding the object), which some models write, are read through.
+    """
+    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+        return {}, None  # a call without arguments; the episode says which are needed
+    if not isinstance(arguments, str):
+        return {}, f"the arguments of this {name} call are not a JSON string; nothing was run"
+    try:
+        value = json.loads(arguments)
+    except json.JSONDecodeError as exc:
+        start = arguments[:80] + ("..." if len(arguments) > 80 else "")
+        return {}, (
+            f"the arguments of this {name} call are not valid JSON ({exc.msg}, character "
+            f"{exc.pos}), so nothing was run; they began: {start!r}. Send a JSON object, "
+            'e.g. {"expression": "train_df.shape"}'
+        )
+    except RecursionError:
+        return {}, f"the arguments of this {name} call are nested too deeply; nothing was run"
+    if isinstance(value, str):
+        with contextlib.suppress(json.JSONDecodeError, RecursionError):
+            value = json.loads(value)
+    if not isinstance(value, dict):
+        return {}, (
+            f"the arguments of this {name} call must be a JSON object, not "
+            f"{type(value).__name__}; nothing was run"
+        )
+    return value, None

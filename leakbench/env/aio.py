@@ -1,0 +1,116 @@
+"""The environment for ``asyncio`` (SPEC §10): the same episodes as ``Environment``, each
+blocking call (starting a sandbox, running a turn's code, grading) done on a thread pool, so
+one event loop can keep hundreds of episodes in flight. CPU work is bounded as in a run, by
+``run.sandbox_concurrency`` sandbox calls at once (default: one per core)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from leakbench.agents.base import ToolCall
+from leakbench.env.environment import Environment, Episode, Reward
+from leakbench.env.episode import Observation, StepResult
+from leakbench.grading.grade import Grade
+from leakbench.sandbox import SandboxPool
+from leakbench.settings import Settings
+
+T = TypeVar("T")
+DEFAULT_THREADS = 64  # calls waiting on a sandbox (I/O); the CPU is bounded by the slots
+
+
+class AsyncEpisode:
+    """An ``Episode`` whose ``step`` and ``close`` are awaited."""
+
+    def __init__(self, episode: Episode, run: Callable[..., Any]) -> None:
+        self._episode = episode
+        self._run = run
+        self.observation: Observation = episode.observation
+
+    @property
+    def seed(self) -> int:
+        return self._episode.seed
+
+    @property
+    def done(self) -> bool:
+        return self._episode.done
+
+    @property
+    def grade(self) -> Grade | None:
+        return self._episode.grade
+
+    @property
+    def reward(self) -> float | None:
+        return self._episode.reward
+
+    @property
+    def steps(self) -> int:
+        return self._episode.steps
+
+    @property
+    def transcript(self) -> list[dict[str, Any]]:
+        return self._episode.transcript
+
+    async def step(
+        self, tool_calls: Sequence[ToolCall | Mapping[str, Any]], *, end: str | None = None
+    ) -> StepResult:
+        """See ``Episode.step``."""
+        return await self._run(functools.partial(self._episode.step, tool_calls, end=end))
+
+    async def close(self) -> None:
+        await self._run(self._episode.close)
+
+    async def __aenter__(self) -> AsyncEpisode:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncEnvironment:
+    """``Environment`` for ``asyncio``; the same arguments, plus ``max_threads`` (blocking
+    calls in flight at once; more wait their turn). Use ``async with``, or ``await close()``."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        preset: str = "default",
+        reward: Reward = "pass",
+        pool: SandboxPool | None = None,
+        key: bytes | None = None,
+        results_dir: Path | None = None,
+        max_threads: int = DEFAULT_THREADS,
+    ) -> None:
+        self.env = Environment(
+            settings, preset=preset, reward=reward, pool=pool, key=key, results_dir=results_dir
+        )
+        self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="leakbench")
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def reset(self, seed: int | None = None) -> AsyncEpisode:
+        """See ``Environment.reset``."""
+        episode = await self._run(functools.partial(self.env.reset, seed))
+        return AsyncEpisode(episode, self._run)
+
+    async def close(self) -> None:
+        await self._run(self.env.close)
+        self._executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> AsyncEnvironment:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
