@@ -215,3 +215,54 @@ def test_server_and_key_variable_come_from_settings(cli, tmp_path, monkeypatch):
     monkeypatch.delenv("MY_VLLM_KEY")
     result, _, _ = _run(cli, tmp_path / "again", "--runs", "1", "--config", config)
     assert result.exit_code == 1 and result.stderr.startswith("error: MY_VLLM_KEY is not set")
+
+
+@pytest.mark.parametrize(
+    ("turns", "outcome"),
+    [
+        ([("python_expression", "print(train_df.shape)"), ("python_expression", HONEST_FIT)], "-"),
+        ([("python_expression", LEAKY_FIT)], "failed"),
+        ([("python_expression", "print(1)"), ("text", "I am done.")], "no_submission"),
+    ],
+    ids=["honest", "leaky", "gives-up"],
+)
+def test_the_same_conversation_grades_the_same_through_either_provider(
+    cli, tmp_path, monkeypatch, turns, outcome
+):
+    # The same scripted turns on the same public-seed instances through both fake APIs and
+    # both SDKs: one episode loop, so the same steps, outcomes and scores.
+    from tests import fake_anthropic, fake_openai
+
+    def script(module, reply, text):
+        return module.ScriptedConversation(
+            [
+                text(value) if kind == "text" else reply([(kind, {"expression": value})])
+                for kind, value in turns
+            ]
+        )
+
+    args = ("run", "--preset", "seed", "--public-seeds", "--runs", "2", "-j", "2")
+    with fake_anthropic.FakeAnthropic(
+        script(fake_anthropic, fake_anthropic.tool_use_reply, fake_anthropic.text_reply)
+    ) as claude:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", claude.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", claude.api_key)
+        by_claude = cli("--results-dir", tmp_path / "a", *args, "--model", "claude-haiku-4-5")
+    with FakeOpenAI(script(fake_openai, tool_calls_reply, fake_openai.text_reply)) as gpt:
+        monkeypatch.setenv("OPENAI_BASE_URL", gpt.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", gpt.api_key)
+        by_gpt = cli("--results-dir", tmp_path / "b", *args, "--model", MODEL)
+    assert by_claude.exit_code == 0 and by_gpt.exit_code == 0, by_claude.output + by_gpt.output
+
+    def graded(results: Path) -> list[tuple]:
+        (run,) = results.iterdir()
+        lines = [json.loads(x) for x in (run / "episodes.jsonl").read_text().splitlines()]
+        keys = ("index", "outcome", "score", "steps", "tool_calls", "failed_checks")
+        return sorted(tuple(str(r[k]) for k in keys) for r in lines)
+
+    claude_grades, gpt_grades = graded(tmp_path / "a"), graded(tmp_path / "b")
+    assert claude_grades == gpt_grades
+    assert len(claude_grades) == 2
+    outcomes = {g[1] for g in claude_grades}
+    # The honest pipeline passes or misses the bar on its own merits (either is fine here).
+    assert outcomes <= ({"passed", "failed"} if outcome == "-" else {outcome})
