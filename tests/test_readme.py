@@ -5,7 +5,8 @@ value and parse as one.
 
 The shown commands are parsed, not run (some call Claude or take minutes): each one's command
 must exist and every option, value and argument must be accepted as written, so an example cannot
-drift from the CLI again. Commands in a block are split at ``&&``, ``;`` and ``|``; leading
+drift from the CLI again. The README's five-minute tour (local policies only) is also run, command
+by command, as written. Commands in a block are split at ``&&``, ``;`` and ``|``; leading
 ``VAR=value`` assignments and trailing comments are dropped.
 """
 
@@ -102,3 +103,43 @@ def test_a_wrong_option_is_caught():
     assert "--runz" in parse(["run", "--runz", "5"])
     assert "reprot" in parse(["reprot"])
     assert "--runs" in parse(["run", "--runs", "five"])
+
+
+def test_the_readme_tour_runs_as_written(cli, tmp_path):
+    # The tour's commands, in order, run for real (the example run id replaced by this run's):
+    # each exits 0 and shows what the README says it shows.
+    tour = (ROOT / "README.md").read_text().split("## A five-minute tour", 1)[1]
+    tour = tour.split("\n## ", 1)[0]
+    commands = [
+        words
+        for block in _BLOCK.findall(tour)
+        for words in (_words(line) for line in block.splitlines())
+        if words[:1] == ["leakbench"]
+    ]
+    assert [w[1] for w in commands] == ["run", "runs", "view", "view", "report", "calibrate"]
+    shown_id = next(w[2] for w in commands if w[1] == "view")
+    run_id = None
+    for words in commands:
+        if run_id is not None:
+            words = [run_id[: len(shown_id)] if w == shown_id else w for w in words]
+        result = cli(*words[1:])
+        assert result.exit_code == 0, (words, result.output)
+        if words[1] == "run":
+            run_id = result.stdout.split()[-1]
+            assert (tmp_path / "results" / run_id / "manifest.json").is_file()
+        elif words[1] == "runs":
+            assert run_id in result.stdout and "10/10" in result.stdout
+        elif words[1:3] == ["view", run_id[: len(shown_id)]] and len(words) == 3:
+            assert f"run {run_id}" in result.stdout and "first failing reason" in result.stdout
+        elif words[1] == "view":
+            assert f"episode 0001 of run {run_id}" in result.stdout
+            assert "python_expression" in result.stdout
+        elif words[1] == "report":
+            assert (tmp_path / "report.html").stat().st_size > 0
+        else:
+            assert "threshold" in result.stdout and "implied pass rate" in result.stdout
+
+
+def _words(line: str) -> list[str]:
+    """A shell line's words, without a prompt, a trailing comment or a line continuation."""
+    return shlex.split(line.strip().removeprefix("$ "), comments=True)
