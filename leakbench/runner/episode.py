@@ -30,7 +30,14 @@ from leakbench.sandbox import SandboxError, SandboxPool
 from leakbench.settings import Settings
 from leakbench.store.runs import EpisodeRecord, utc_now
 
-__all__ = ["TRANSCRIPT_SCHEMA_VERSION", "Episode", "EpisodeCancelled", "EpisodeEnv"]
+__all__ = [
+    "NO_TOOL_CALL",
+    "TRANSCRIPT_SCHEMA_VERSION",
+    "Episode",
+    "EpisodeCancelled",
+    "EpisodeEnv",
+    "turn_end",
+]
 
 # Turns that end the episode, and why.
 _STOPS = {
@@ -38,6 +45,16 @@ _STOPS = {
     "content_filter": "the provider's content filter stopped the model's reply",
     "context_overflow": "the conversation outgrew the model's context window",
 }
+NO_TOOL_CALL = "the agent ended its turn without submitting"
+
+
+def turn_end(turn: Turn) -> str | None:
+    """Why ``turn`` ends its episode (it refused, ran out of context, or ended without a tool
+    call), or None when the episode goes on: a reply cut off at its token limit goes on."""
+    end = _STOPS.get(turn.stop)
+    if end is None and not turn.tool_calls and turn.stop != "max_tokens":
+        end = NO_TOOL_CALL
+    return end
 
 
 class EpisodeCancelled(Exception):
@@ -113,9 +130,7 @@ class Episode:
             self._log_turn(episode, turn)
             if turn.text and self.env.on_event is not None:
                 self.env.on_event(self.index, "text", turn.text)
-            end = _STOPS.get(turn.stop)
-            if end is None and not turn.tool_calls and turn.stop != "max_tokens":
-                end = "the agent ended its turn without submitting"
+            end = turn_end(turn)
             step: StepResult = episode.step([] if end else turn.tool_calls, end=end)
             if step.done:
                 assert step.grade is not None
