@@ -13,6 +13,7 @@ import contextlib
 import gc
 import json
 import os
+import pickle
 import select
 import signal
 import socket
@@ -55,8 +56,15 @@ def _warm_up() -> None:
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"a": rng.normal(size=50), "b": rng.integers(0, 3, 50)})
+    frame["c"] = pd.Categorical(frame["b"], categories=np.arange(3, dtype=np.int64))
     frame.groupby("b")["a"].mean()
     LogisticRegression().fit(frame[["a"]], frame["b"] > 0).predict_proba(frame[["a"]])
+    # What a worker's first request does: unpickle the episode's frames (a categorical among
+    # them), copy them, answer in JSON.
+    pickle.loads(pickle.dumps({"op": "init", "train_df": frame}, pickle.HIGHEST_PROTOCOL))[
+        "train_df"
+    ].copy()
+    json.dumps({"type": "ready", "pid": 0})
 
 
 def _send(ctrl: socket.socket, obj: dict[str, Any], fds: list[int] | None = None) -> None:
