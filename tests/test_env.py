@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,23 @@ def test_the_examples_in_the_environment_page_run(tmp_path, index):
     else:
         rewards = ast.literal_eval(lines[-1])
         assert len(rewards) == 8 and set(rewards) <= {0.0, 1.0}
+
+
+def test_closing_an_episode_ends_a_step_whose_task_was_cancelled(pool):
+    # A trainer that gives up on a slow step (a timeout, a cancelled rollout) closes the
+    # episode: the sandbox worker is ended, the step's thread is freed, nothing leaks out.
+    async def main() -> float:
+        async with AsyncEnvironment(_settings(), pool=pool, max_threads=2) as env:
+            episode = await env.reset(0)
+            slow = [{"id": "s", "name": "python_expression", "input": {"expression": _SLEEP}}]
+            task = asyncio.ensure_future(episode.step(slow))
+            await asyncio.sleep(1.0)
+            task.cancel()
+            started = time.monotonic()
+            await episode.close()
+            return time.monotonic() - started
+
+    assert asyncio.run(main()) < 50  # well before the step's own 60 s tool timeout
+
+
+_SLEEP = "import time\nfor _ in range(600):\n    time.sleep(0.1)"

@@ -30,6 +30,7 @@ class AsyncEpisode:
     def __init__(self, episode: Episode, run: Callable[..., Any]) -> None:
         self._episode = episode
         self._run = run
+        self._busy: asyncio.Future[Any] | None = None  # the step running on its thread
         self.observation: Observation = episode.observation
 
     @property
@@ -59,11 +60,21 @@ class AsyncEpisode:
     async def step(
         self, tool_calls: Sequence[ToolCall | Mapping[str, Any]], *, end: str | None = None
     ) -> StepResult:
-        """See ``Episode.step``."""
-        return await self._run(functools.partial(self._episode.step, tool_calls, end=end))
+        """See ``Episode.step``. Cancelling the awaiting task does not stop the step on its
+        thread; ``close`` does (it ends the sandbox worker)."""
+        self._busy = asyncio.ensure_future(
+            self._run(functools.partial(self._episode.step, tool_calls, end=end))
+        )
+        return await asyncio.shield(self._busy)
 
     async def close(self) -> None:
+        """Release the sandbox; a step still running (its task cancelled) ends with it."""
         await self._run(self._episode.close)
+        busy, self._busy = self._busy, None
+        if busy is not None:
+            await asyncio.wait([busy])
+            if not busy.cancelled():
+                busy.exception()  # retrieved: a step cut short by close fails, and that is fine
 
     async def __aenter__(self) -> AsyncEpisode:
         return self
