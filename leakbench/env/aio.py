@@ -14,9 +14,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from leakbench.agents.base import ToolCall
-from leakbench.env.environment import Environment, Episode, Reward
-from leakbench.env.episode import Observation, StepResult
-from leakbench.grading.grade import Grade
+from leakbench.env.environment import Environment, Episode, EpisodeView, Reward
+from leakbench.env.episode import StepResult
 from leakbench.sandbox import SandboxPool
 from leakbench.settings import Settings
 
@@ -24,38 +23,15 @@ T = TypeVar("T")
 DEFAULT_THREADS = 64  # calls waiting on a sandbox (I/O); the CPU is bounded by the slots
 
 
-class AsyncEpisode:
+class AsyncEpisode(EpisodeView):
     """An ``Episode`` whose ``step`` and ``close`` are awaited."""
 
     def __init__(self, episode: Episode, run: Callable[..., Any]) -> None:
         self._episode = episode
+        self._inner = episode._inner
         self._run = run
         self._busy: asyncio.Future[Any] | None = None  # the step running on its thread
-        self.observation: Observation = episode.observation
-
-    @property
-    def seed(self) -> int:
-        return self._episode.seed
-
-    @property
-    def done(self) -> bool:
-        return self._episode.done
-
-    @property
-    def grade(self) -> Grade | None:
-        return self._episode.grade
-
-    @property
-    def reward(self) -> float | None:
-        return self._episode.reward
-
-    @property
-    def steps(self) -> int:
-        return self._episode.steps
-
-    @property
-    def transcript(self) -> list[dict[str, Any]]:
-        return self._episode.transcript
+        self.observation = episode.observation
 
     async def step(
         self, tool_calls: Sequence[ToolCall | Mapping[str, Any]], *, end: str | None = None

@@ -91,13 +91,11 @@ def tool_calls_from(calls: Sequence[ToolCall | Mapping[str, Any]]) -> list[ToolC
     return made
 
 
-class Episode:
-    """One episode of an ``Environment``: ``observation`` to start from, ``step`` per agent turn,
-    ``close`` when done with it (also releases an episode abandoned before its end)."""
+class EpisodeView:
+    """What an episode shows of itself, read-only; ``Episode`` and ``AsyncEpisode`` share it."""
 
-    def __init__(self, inner: EnvEpisode, observation: Observation) -> None:
-        self._inner = inner
-        self.observation = observation
+    _inner: EnvEpisode
+    observation: Observation
 
     @property
     def seed(self) -> int:
@@ -125,6 +123,15 @@ class Episode:
         """The harness's events (tool results, submissions, sandbox calls) so far; for an
         episode with a folder they are in its ``transcript.jsonl`` instead."""
         return self._inner.transcript_events
+
+
+class Episode(EpisodeView):
+    """One episode of an ``Environment``: ``observation`` to start from, ``step`` per agent turn,
+    ``close`` when done with it (also releases an episode abandoned before its end)."""
+
+    def __init__(self, inner: EnvEpisode, observation: Observation) -> None:
+        self._inner = inner
+        self.observation = observation
 
     def step(
         self, tool_calls: Sequence[ToolCall | Mapping[str, Any]], *, end: str | None = None
