@@ -27,9 +27,9 @@ import pandas as pd
 
 from leakbench.agents import make_agent
 from leakbench.agents.local import POLICIES
+from leakbench.env.prompts import build_prompts
 from leakbench.grading.audit import collect_evidence
 from leakbench.grading.grade import grade
-from leakbench.runner.prompts import build_prompts
 from leakbench.runner.run import QuietObserver, execute_run
 from leakbench.sandbox import SandboxPool
 from leakbench.sandbox.introspect import fingerprint

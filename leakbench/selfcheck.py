@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from leakbench.agents.local import POLICIES, PRIOR, LocalAgent
+from leakbench.env.prompts import build_prompts
 from leakbench.grading.grade import PipelineEvidence, grade
-from leakbench.runner.prompts import build_prompts
 from leakbench.runner.run import QuietObserver, execute_run
 from leakbench.sandbox import SandboxPool
 from leakbench.settings import LOWER_IS_BETTER, Settings

@@ -19,8 +19,8 @@ from leakbench.agents import parse_model
 from leakbench.agents.base import AgentError, ToolResult
 from leakbench.agents.model_api import MISSING_RESULT, NUDGE
 from leakbench.agents.openai import OpenAIAgent, check_api_key, make_client
+from leakbench.env.tools import TOOL_SPECS, as_openai_tools, parse_arguments
 from leakbench.errors import LeakbenchError, UsageError
-from leakbench.runner.tools import TOOL_SPECS, as_openai_tools, parse_arguments
 from leakbench.settings import AgentSettings, ModelPrice, RunSettings, Settings
 from tests.fake_openai import (
     DEFAULT_API_KEY,

@@ -355,7 +355,7 @@ def test_an_unusable_results_folder_is_one_line(cli, tmp_path):
 
 
 def test_ctrl_c_during_start_up_marks_the_run_interrupted(cli, tmp_path, monkeypatch):
-    from leakbench.runner import prompts
+    from leakbench.env import prompts
 
     def interrupted(settings):
         raise KeyboardInterrupt

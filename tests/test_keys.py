@@ -7,8 +7,8 @@ import stat
 import numpy as np
 import pytest
 
+from leakbench.env.prompts import build_prompts
 from leakbench.errors import LeakbenchError, UsageError
-from leakbench.runner.prompts import build_prompts
 from leakbench.settings import SettingsSources, resolve
 from leakbench.task.keys import InstanceStreams, new_key, read_key, write_key
 

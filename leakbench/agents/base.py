@@ -78,7 +78,7 @@ class Agent(Protocol):
 
     def begin(self, system_prompt: str, task_prompt: str, tools: list[dict[str, Any]]) -> None:
         """Start a conversation. ``tools`` are Anthropic-style tool definitions (an agent for
-        another API converts them, e.g. with ``runner.tools.as_openai_tools``)."""
+        another API converts them, e.g. with ``env.tools.as_openai_tools``)."""
 
     def next_turn(self, results: list[ToolResult]) -> Turn:
         """The next turn, given the results of the previous turn's tool calls (empty at first,

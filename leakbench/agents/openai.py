@@ -27,8 +27,8 @@ from leakbench.agents.model_api import (
     mentions_context_overflow,
     one_line,
 )
+from leakbench.env.tools import as_openai_tools, parse_arguments
 from leakbench.errors import LeakbenchError
-from leakbench.runner.tools import as_openai_tools, parse_arguments
 from leakbench.settings import AgentSettings, ModelPrice, RunSettings
 
 __all__ = ["DEFAULT_API_KEY_ENV", "OpenAIAgent", "check_api_key", "describe_error", "make_client"]

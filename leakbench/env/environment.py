@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from leakbench.agents.base import ToolCall, ToolResult
 from leakbench.env.episode import EnvEpisode, EpisodeResources, Observation, StepResult
+from leakbench.env.tools import parse_arguments
 from leakbench.grading.grade import Grade
-from leakbench.runner.tools import parse_arguments
 from leakbench.sandbox import SandboxPool
 from leakbench.settings import Settings, SettingsSources, resolve
 from leakbench.task.keys import check_key, new_key
@@ -178,7 +178,7 @@ class Environment:
         key: bytes | None = None,
         results_dir: Path | None = None,
     ) -> None:
-        from leakbench.runner.prompts import build_prompts
+        from leakbench.env.prompts import build_prompts
 
         if settings is None:
             settings = resolve(SettingsSources(preset=preset))

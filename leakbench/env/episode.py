@@ -22,10 +22,7 @@ import numpy as np
 import pandas as pd
 
 from leakbench.agents.base import ToolCall, ToolResult
-from leakbench.grading.audit import PipelineLoadError, evidence_in_fresh_worker
-from leakbench.grading.grade import Grade, PipelineEvidence, grade, invalid_grade
-from leakbench.grading.submission import InvalidSubmission, validate_probabilities
-from leakbench.runner.tools import (
+from leakbench.env.tools import (
     PYTHON_EXPRESSION,
     SUBMIT_ANSWER,
     TOOL_SPECS,
@@ -34,6 +31,9 @@ from leakbench.runner.tools import (
     expression_of,
     submit_code,
 )
+from leakbench.grading.audit import PipelineLoadError, evidence_in_fresh_worker
+from leakbench.grading.grade import Grade, PipelineEvidence, grade, invalid_grade
+from leakbench.grading.submission import InvalidSubmission, validate_probabilities
 from leakbench.sandbox import SandboxLimits, SandboxPool, Session, SubmitReply, SubmitRequest
 from leakbench.settings import Settings
 from leakbench.store.files import JsonlLog, write_atomic

@@ -319,7 +319,7 @@ if vf is not None:
         (preset < config files < ``LEAKBENCH_*`` variables < ``settings``)."""
 
         def __init__(self, config: LeakbenchTasksetConfig) -> None:
-            from leakbench.runner.prompts import build_prompts
+            from leakbench.env.prompts import build_prompts
             from leakbench.settings import SettingsSources, resolve
             from leakbench.task.keys import read_key
 

@@ -24,8 +24,8 @@ from leakbench.env.episode import (
     EpisodeResources,
     StepResult,
 )
+from leakbench.env.tools import TOOL_SPECS
 from leakbench.grading.grade import Grade
-from leakbench.runner.tools import TOOL_SPECS
 from leakbench.sandbox import SandboxError, SandboxPool
 from leakbench.settings import Settings
 from leakbench.store.runs import EpisodeRecord, utc_now

@@ -138,7 +138,7 @@ class Runner:
     def start(self) -> None:
         """Build the prompts (while the zygote starts) and wait for the sandbox to be ready;
         ``pool.isolation`` then says how isolated its workers are."""
-        from leakbench.runner.prompts import build_prompts
+        from leakbench.env.prompts import build_prompts
 
         self._prompts = build_prompts(self.settings)
         self.pool.start()
