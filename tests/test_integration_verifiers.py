@@ -299,7 +299,7 @@ def test_a_rollout_verifiers_times_out_is_graded_and_released(vf, tmp_path, monk
     # call, and the episode ends as an agent that stopped (graded), then is released.
     env = integration.load_environment(preset="seed", n=1, reward="margin")
     config = env.config.model_copy(deep=True)
-    config.agent.timeout.rollout = 2.0
+    config.agent.timeout.rollout = 10.0  # far below the reply's 60 s, far above a slow start
     reply = tool_calls_reply([_call(EXPLORE, 0)])
     with FakeOpenAI(ScriptedConversation([slow(60, reply)])) as server:
         [trace] = _evaluate(config, server, tmp_path / "out", monkeypatch)
