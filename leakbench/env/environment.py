@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -164,8 +165,9 @@ class Environment:
     ``pool``: a sandbox pool to use and leave open; by default the environment makes its own
     and ``close`` ends it. ``key``: the secret instance key (default: a fresh one, never shown;
     pass the same bytes to draw the same instances again). ``results_dir``: when given, each
-    episode's files (instance, transcript, submission, grade) go to ``results_dir/<seed>-<n>/``;
-    otherwise nothing is written and the transcript is kept in memory.
+    episode's files (instance, transcript, submission, grade) go to a new folder
+    ``results_dir/seed<seed>-<random>/``; otherwise nothing is written and the transcript is
+    kept in memory.
     """
 
     def __init__(
@@ -219,8 +221,9 @@ class Environment:
             n = next(self._opened)
         folder = None
         if self._results_dir is not None:
-            folder = Path(self._results_dir) / f"{seed}-{n}"
-            folder.mkdir(parents=True, exist_ok=False)
+            # A fresh folder even when another environment writes to the same place.
+            Path(self._results_dir).mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix=f"seed{seed}-", dir=self._results_dir))
         inner = EnvEpisode(self._shared, seed, index=n, folder=folder)
         try:
             observation = inner.open()
