@@ -255,9 +255,10 @@ def test_the_examples_in_the_environment_page_run(tmp_path, index):
 
 def test_closing_an_episode_ends_a_step_whose_task_was_cancelled(pool):
     # A trainer that gives up on a slow step (a timeout, a cancelled rollout) closes the
-    # episode: the sandbox worker is ended, the step's thread is freed, nothing leaks out.
+    # episode: the sandbox worker is ended, the step's thread is freed, nothing leaks out,
+    # even when that step holds the only thread the environment has.
     async def main() -> float:
-        async with AsyncEnvironment(_settings(), pool=pool, max_threads=2) as env:
+        async with AsyncEnvironment(_settings(), pool=pool, max_threads=1) as env:
             episode = await env.reset(0)
             slow = [{"id": "s", "name": "python_expression", "input": {"expression": _SLEEP}}]
             task = asyncio.ensure_future(episode.step(slow))

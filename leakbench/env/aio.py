@@ -44,8 +44,9 @@ class AsyncEpisode(EpisodeView):
         return await asyncio.shield(self._busy)
 
     async def close(self) -> None:
-        """Release the sandbox; a step still running (its task cancelled) ends with it."""
-        await self._run(self._episode.close)
+        """Release the sandbox; a step still running (its task cancelled) ends with it. Run off
+        the environment's thread pool, which such steps may be filling."""
+        await asyncio.to_thread(self._episode.close)
         busy, self._busy = self._busy, None
         if busy is not None:
             await asyncio.wait([busy])
@@ -88,7 +89,8 @@ class AsyncEnvironment:
         return AsyncEpisode(episode, self._run)
 
     async def close(self) -> None:
-        await self._run(self.env.close)
+        """Close every episode still open and the pool it made (off its busy thread pool)."""
+        await asyncio.to_thread(self.env.close)
         self._executor.shutdown(wait=False)
 
     async def __aenter__(self) -> AsyncEnvironment:
