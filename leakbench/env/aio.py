@@ -37,21 +37,28 @@ class AsyncEpisode(EpisodeView):
         self, tool_calls: Sequence[ToolCall | Mapping[str, Any]], *, end: str | None = None
     ) -> StepResult:
         """See ``Episode.step``. Cancelling the awaiting task does not stop the step on its
-        thread; ``close`` does (it ends the sandbox worker)."""
+        thread; ``close`` does (it ends the sandbox worker). Steps never overlap: a step waits
+        for one still running."""
+        await self.wait()
         self._busy = asyncio.ensure_future(
             self._run(functools.partial(self._episode.step, tool_calls, end=end))
         )
         return await asyncio.shield(self._busy)
 
-    async def close(self) -> None:
-        """Release the sandbox; a step still running (its task cancelled) ends with it. Run off
-        the environment's thread pool, which such steps may be filling."""
-        await asyncio.to_thread(self._episode.close)
+    async def wait(self) -> None:
+        """Wait for a step still running on its thread (its awaiting task cancelled); its
+        outcome, a failure included, is then in ``done``, ``grade`` and ``reward``."""
         busy, self._busy = self._busy, None
         if busy is not None:
             await asyncio.wait([busy])
             if not busy.cancelled():
                 busy.exception()  # retrieved: a step cut short by close fails, and that is fine
+
+    async def close(self) -> None:
+        """Release the sandbox; a step still running (its task cancelled) ends with it. Run off
+        the environment's thread pool, which such steps may be filling."""
+        await asyncio.to_thread(self._episode.close)
+        await self.wait()
 
     async def __aenter__(self) -> AsyncEpisode:
         return self

@@ -9,7 +9,6 @@ step limit, submission checks and grader, under a fresh secret instance key per 
 from __future__ import annotations
 
 import itertools
-import os
 import tempfile
 import threading
 import weakref
@@ -19,7 +18,13 @@ from types import TracebackType
 from typing import Any, Literal
 
 from leakbench.agents.base import ToolCall, ToolResult
-from leakbench.env.episode import EnvEpisode, EpisodeResources, Observation, StepResult
+from leakbench.env.episode import (
+    EnvEpisode,
+    EpisodeResources,
+    Observation,
+    StepResult,
+    sandbox_slots,
+)
 from leakbench.env.tools import parse_arguments
 from leakbench.grading.grade import Grade
 from leakbench.sandbox import SandboxPool
@@ -120,6 +125,11 @@ class EpisodeView:
         return self._inner.steps
 
     @property
+    def end_reason(self) -> str | None:
+        """Why the episode ended without a valid submission, once it has (None otherwise)."""
+        return self._inner.end_reason
+
+    @property
     def transcript(self) -> list[dict[str, Any]]:
         """The harness's events (tool results, submissions, sandbox calls) so far; for an
         episode with a folder they are in its ``transcript.jsonl`` instead."""
@@ -194,12 +204,11 @@ class Environment:
         self._owns_pool = pool is None
         self.pool = pool if pool is not None else SandboxPool()
         self.pool.launch()
-        slots = settings.run.sandbox_concurrency or (os.cpu_count() or 1)
         self._shared = EpisodeResources(
             settings=settings,
             pool=self.pool,
             prompts=build_prompts(settings),
-            sandbox_slots=threading.Semaphore(slots),
+            sandbox_slots=sandbox_slots(settings),
             instance_key=None if settings.task.public_seeds else _key(key),
             reward=reward_fn,
         )

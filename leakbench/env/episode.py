@@ -12,6 +12,7 @@ of the harness itself (``SandboxError`` when no worker can start at all).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -166,7 +167,7 @@ CHECK_OF_CODE = {
 }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EpisodeResources:
     """What the episodes of one run or environment share."""
 
@@ -179,6 +180,11 @@ class EpisodeResources:
     instance_key: bytes | None
     reward: Callable[[Grade], float] = field(default=lambda g: 1.0 if g.passed else 0.0)
     on_event: Callable[[int, str, str], None] | None = None  # (index, kind, text) for -v
+
+
+def sandbox_slots(settings: Settings) -> threading.Semaphore:
+    """Sandbox calls at once: ``run.sandbox_concurrency``, default one per core."""
+    return threading.Semaphore(settings.run.sandbox_concurrency or (os.cpu_count() or 1))
 
 
 class EnvEpisode:

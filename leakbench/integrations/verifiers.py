@@ -115,17 +115,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 class _Play:
-    """One rollout's leakbench episode. Its steps never overlap: a step cancelled with its
-    rollout still runs to its end on its thread, and what comes next waits for it."""
+    """One rollout's leakbench episode and the thread pool for its model calls. Its steps never
+    overlap (``AsyncEpisode`` waits for a step whose rollout was cancelled)."""
 
     def __init__(
         self, episode: AsyncEpisode, settings: Settings, threads: ThreadPoolExecutor
     ) -> None:
         self.episode = episode
         self.settings = settings
-        self.end_reason: str | None = None
         self._threads = threads
-        self._busy: asyncio.Future[Any] | None = None
 
     @property
     def done(self) -> bool:
@@ -138,22 +136,16 @@ class _Play:
         )
 
     async def step(self, tool_calls: Sequence[Any], end: str | None = None) -> StepResult:
-        await self._idle()
-        self._busy = asyncio.ensure_future(self.episode.step(tool_calls, end=end))
-        result = await asyncio.shield(self._busy)
-        if result.done:
-            self.end_reason = result.end_reason
-        return result
+        return await self.episode.step(tool_calls, end=end)
 
     async def finish(self, why: str) -> None:
         """End the episode (graded now) unless it has ended."""
-        await self._idle()
+        await self.episode.wait()
         if not self.episode.done:
-            await self.step([], end=why)
+            await self.episode.step([], end=why)
 
     async def close(self) -> None:
         """Release the sandbox (idempotent); an episode that has not ended is not graded."""
-        await self._idle()
         await self.episode.close()
 
     def record(self) -> dict[str, Any]:
@@ -165,16 +157,9 @@ class _Play:
             "seed": self.episode.seed,
             "reward": self.episode.reward,
             "steps": self.episode.steps,
-            "end_reason": self.end_reason,
+            "end_reason": self.episode.end_reason,
             "grade": grade.model_dump(mode="json"),
         }
-
-    async def _idle(self) -> None:
-        busy = self._busy
-        if busy is not None:
-            await asyncio.wait([busy])
-            if not busy.cancelled():
-                busy.exception()  # seen: a cancelled rollout's step may have failed after it
 
 
 class _Episodes:

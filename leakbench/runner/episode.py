@@ -26,8 +26,7 @@ from leakbench.env.episode import (
 )
 from leakbench.env.tools import TOOL_SPECS
 from leakbench.grading.grade import Grade
-from leakbench.sandbox import SandboxError, SandboxPool
-from leakbench.settings import Settings
+from leakbench.sandbox import SandboxError
 from leakbench.store.runs import EpisodeRecord, utc_now
 
 __all__ = [
@@ -61,30 +60,13 @@ class EpisodeCancelled(Exception):
     """The run is being interrupted; this episode is dropped and will run again on resume."""
 
 
-@dataclass
-class EpisodeEnv:
-    """What every episode of a run shares."""
+@dataclass(kw_only=True)
+class EpisodeEnv(EpisodeResources):
+    """What every episode of a run shares: the environment's resources, the agent to play, and
+    the run's cancel flag."""
 
-    settings: Settings
-    pool: SandboxPool
     make_agent: Callable[[], Agent]
-    prompts: tuple[str, str]  # (system, task)
-    sandbox_slots: threading.Semaphore
-    # The run's secret instance key (None with task.public_seeds). It stays in the harness:
-    # never in a prompt, a transcript, a sandbox, or any file but the run's private/instance.key.
-    instance_key: bytes | None
     cancel: threading.Event = field(default_factory=threading.Event)
-    on_event: Callable[[int, str, str], None] | None = None  # (index, kind, text) for -v
-
-    def resources(self) -> EpisodeResources:
-        return EpisodeResources(
-            settings=self.settings,
-            pool=self.pool,
-            prompts=self.prompts,
-            sandbox_slots=self.sandbox_slots,
-            instance_key=self.instance_key,
-            on_event=self.on_event,
-        )
 
 
 class Episode:
@@ -97,7 +79,7 @@ class Episode:
 
     def run(self) -> EpisodeRecord:
         started, clock = utc_now(), time.perf_counter()
-        episode = EnvEpisode(self.env.resources(), self.seed, index=self.index, folder=self.folder)
+        episode = EnvEpisode(self.env, self.seed, index=self.index, folder=self.folder)
         error: str | None = None
         result: Grade | None = None
         try:

@@ -10,7 +10,6 @@ while the CPU runs only as many fits as it has cores.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import threading
 import time
@@ -21,6 +20,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from leakbench.agents.base import Agent
+from leakbench.env.episode import sandbox_slots
 from leakbench.runner.episode import Episode, EpisodeCancelled, EpisodeEnv
 from leakbench.sandbox import SandboxPool
 from leakbench.settings import Settings
@@ -253,13 +253,12 @@ def _execute(
     except OSError as exc:
         raise _store_error(run, exc) from None
     observer.started(settings.run.runs, list(records))
-    sandbox_slots = settings.run.sandbox_concurrency or (os.cpu_count() or 1)
     env = EpisodeEnv(
         settings=settings,
         pool=pool,
         make_agent=make_agent,
         prompts=prompts,
-        sandbox_slots=threading.Semaphore(sandbox_slots),
+        sandbox_slots=sandbox_slots(settings),
         instance_key=run.instance_key(),
         on_event=observer.event,
     )
