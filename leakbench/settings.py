@@ -455,11 +455,33 @@ class RunSettings(Section):
         description="episodes, and so model calls, in flight at once (flag ``--concurrency``)",
     )
     sandbox_concurrency: int = Field(
-        default=0, ge=0, le=1024, description="sandbox calls at once; 0 means one per CPU core"
+        default=0,
+        ge=0,
+        le=1024,
+        description="sandbox calls at once (on each node, with the ``ray`` executor); 0 means "
+        "one per CPU core (per CPU Ray gives the node)",
     )
     results_dir: str = Field(
         default="results",
         description="folder runs are written to and read from (flag ``--results-dir``)",
+    )
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="where episodes run: ``local`` (this machine) or ``ray`` (the nodes of a Ray "
+        "cluster, one sandbox pool per node; needs the ``ray`` extra) (flag ``--executor``)",
+    )
+    ray_address: str = Field(
+        default="",
+        description='the Ray cluster to use with ``executor = "ray"``, e.g. ``10.0.0.5:6379`` '
+        "or ``auto``; empty: ``RAY_ADDRESS`` from the environment, else a Ray started on this "
+        "machine for the run (flag ``--ray-address``)",
+    )
+    node_concurrency: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description='with ``executor = "ray"``, episodes in flight at once on one node; 0: no '
+        "cap but ``concurrency``, spread over the nodes by their CPUs",
     )
     max_retries: int = Field(
         default=2,

@@ -90,3 +90,25 @@ def api_client(settings: Any) -> Any:
     client = anthropic_agent.make_client(settings.run)
     anthropic_agent.check_api_key(client, name)
     return client
+
+
+# What each provider's SDK client reads from the environment: the key and the address.
+_CLIENT_VARIABLES = {
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"),
+    "openai": ("OPENAI_BASE_URL",),
+}
+
+
+def client_environment(settings: Any) -> dict[str, str]:
+    """The variables a model API client of this run reads, with this machine's values (the
+    environment, else a ``.env`` file in the working directory): what a process elsewhere (a
+    Ray node) needs to make the same client. Empty for a local policy. Secret: hand it over in
+    memory, never through a file or a log."""
+    from leakbench.agents.model_api import api_key_from_env
+
+    provider, _ = parse_model(settings.agent.model)
+    names = list(_CLIENT_VARIABLES.get(provider, ()))
+    if provider == "openai":
+        names.append(settings.agent.openai.api_key_env)
+    found = {name: api_key_from_env(name) for name in names}
+    return {name: value for name, value in found.items() if value}

@@ -12,6 +12,7 @@ the zygote needs nothing from the settings, and its ~1.3 s of imports then overl
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -98,6 +99,10 @@ def start_sandbox_early(args: list[str]) -> None:
     global _early_pool
     if _command_name(args) != "run" or {"-h", "--help"} & set(args):
         return
+    if "--executor=ray" in args or any(
+        a == "--executor" and b == "ray" for a, b in itertools.pairwise(args)
+    ):
+        return  # the sandboxes are the cluster nodes' own
     from leakbench.sandbox.pool import SandboxPool
 
     pool = SandboxPool()

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,11 +23,24 @@ from leakbench.settings import Settings, SettingsSources, resolve
 from leakbench.stats import pass_rate
 
 if TYPE_CHECKING:
-    from leakbench.runner.run import RunResult
+    from leakbench.runner.run import Runner, RunResult
     from leakbench.store.runs import RunDir
 
+
+class Executor(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 # Settings that change how fast a run goes, not what it measures: a resume may change them.
-_RESUME_MAY_CHANGE = {"run.concurrency", "run.sandbox_concurrency", "run.results_dir"}
+_RESUME_MAY_CHANGE = {
+    "run.concurrency",
+    "run.sandbox_concurrency",
+    "run.results_dir",
+    "run.executor",
+    "run.ray_address",
+    "run.node_concurrency",
+}
 
 
 def run_command(
@@ -53,6 +67,23 @@ def run_command(
         str | None,
         typer.Option(
             "--resume", help="Finish an interrupted run (its id or folder).", metavar="RUN"
+        ),
+    ] = None,
+    executor: Annotated[
+        Executor | None,
+        typer.Option(
+            "--executor",
+            help="Where episodes run: local (this machine) or ray (a Ray cluster's nodes; "
+            'pip install "leakbench[ray]").',
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="The Ray cluster for --executor ray (HOST:PORT or auto); default RAY_ADDRESS, "
+            "else a Ray started here.",
+            metavar="ADDR",
         ),
     ] = None,
     public_seeds: PublicSeeds = False,
@@ -84,6 +115,8 @@ def run_command(
         "task.seed": seed,
         "agent.max_steps": max_steps,
         "task.public_seeds": True if public_seeds else None,
+        "run.executor": executor.value if executor else None,
+        "run.ray_address": ray_address,
     }
     if resume is not None:
         run, settings = _resumed(ctx, resume, preset, flags)
@@ -123,21 +156,43 @@ def perform_run(settings: Settings, run: RunDir | None = None) -> RunResult:
                     "task.public_seeds: anyone can regenerate these instances (not tamper-proof)"
                 )
             runner.start()
+            _show_cluster(runner)
             # Fully isolated workers see no results folder, working directory or .env.
-            if runner.pool.isolation != "full":
-                why = runner.pool.isolation_note or "run as root for full sandbox isolation"
-                display.warn(f"isolation: {runner.pool.isolation} ({why})")
+            if runner.isolation != "full":
+                why = runner.isolation_note or "run as root for full sandbox isolation"
+                display.warn(f"isolation: {runner.isolation} ({why})")
             with RunProgress(stream_turns=display.verbosity() >= 1) as progress:
-                return runner.execute(progress, command_started=command_started())
+                result = runner.execute(progress, command_started=command_started())
+            _show_cluster(runner, final=True)
+            return result
     except KeyboardInterrupt as exc:
         if made is None:
             raise
+        _show_cluster(runner, final=True)
         kept = len(made.records())
         display.error(
             f"interrupted: {kept} finished episodes kept; "
             f"finish with: leakbench run --resume {made.run_id}"
         )
         raise typer.Exit(interrupt_exit_code(exc)) from None
+
+
+def _show_cluster(runner: Runner, *, final: bool = False) -> None:
+    """On a Ray cluster: its nodes when the run starts; at the end, what they played."""
+    cluster = runner.cluster
+    if cluster is None:
+        return
+    for note in cluster.notes:
+        display.warn(f"ray: {note}")
+    cluster.notes.clear()
+    if not final:
+        n = cluster.node_count
+        display.info(f"ray: {n} node{'s' if n != 1 else ''}, one sandbox pool each")
+        return
+    played = ", ".join(f"{node} {n}" for node, n in sorted(cluster.stats.episodes.items()))
+    rerun = cluster.stats.rerun
+    again = f"; {rerun} run again after their node was lost" if rerun else ""
+    display.info(f"ray: episodes per node: {played or 'none'}{again}")
 
 
 def _resumed(
@@ -170,11 +225,13 @@ def _resumed(
             hint="resume without changing them, or start a new run",
         )
     return run, saved.with_overrides(
-        {
-            "run.concurrency": wanted.run.concurrency,
-            "run.sandbox_concurrency": wanted.run.sandbox_concurrency,
-        }
+        {key: _get(wanted, key) for key in sorted(_RESUME_MAY_CHANGE - {"run.results_dir"})}
     )
+
+
+def _get(settings: Settings, dotted: str) -> Any:
+    section, name = dotted.split(".")
+    return getattr(getattr(settings, section), name)
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:

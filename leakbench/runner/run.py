@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from leakbench.agents.base import Agent
 from leakbench.env.episode import sandbox_slots
@@ -32,6 +32,9 @@ from leakbench.store.runs import (
     summarize,
     total_usage,
 )
+
+if TYPE_CHECKING:
+    from leakbench.runner.cluster import RayEpisodes
 
 MANIFEST_PROGRESS_S = 1.0
 
@@ -98,8 +101,15 @@ class Runner:
         # One spelling per model in run ids, manifests and reports (claude-x -> anthropic/...).
         self.settings = settings.with_overrides({"agent.model": f"{provider}/{name}"})
         self.client: Any = api_client(self.settings)
+        self.on_cluster = self.settings.run.executor == "ray"
+        if self.on_cluster:
+            from leakbench.runner.cluster import import_ray
+
+            import_ray()  # says how to install it before any folder is made
+        # On a cluster each node's actor owns a pool; this one is only a caller's, left alone.
         self.pool = pool if pool is not None else SandboxPool()
         self._owns_pool = pool is None
+        self.cluster: RayEpisodes | None = None
         self._resume = resume
         self._argv = list(argv)
         self._stack = contextlib.ExitStack()
@@ -111,7 +121,8 @@ class Runner:
             self._stack.callback(self.pool.close)
         try:
             # The zygote imports the scientific stack in its own process while this one goes on.
-            self.pool.launch()
+            if not self.on_cluster:
+                self.pool.launch()
             run = self._resume
             if run is None:
                 results = Path(self.settings.run.results_dir)
@@ -137,11 +148,31 @@ class Runner:
 
     def start(self) -> None:
         """Build the prompts (while the zygote starts) and wait for the sandbox to be ready;
-        ``pool.isolation`` then says how isolated its workers are."""
+        ``isolation`` then says how isolated its workers are. With ``run.executor = "ray"``:
+        join the cluster and start one actor (and sandbox pool) per node instead."""
         from leakbench.env.prompts import build_prompts
 
         self._prompts = build_prompts(self.settings)
-        self.pool.start()
+        if not self.on_cluster:
+            self.pool.start()
+            return
+        from leakbench.runner.cluster import connect_cluster
+
+        assert self.run is not None, "Runner.start() outside its with block"
+        self.cluster = connect_cluster(self.settings, self._prompts, self.run.instance_key())
+        self._stack.callback(self.cluster.close)
+
+    @property
+    def isolation(self) -> str:
+        """How isolated the sandbox workers are: ``full`` or ``reduced`` (on a cluster, the
+        weakest of its nodes); why, when not full, is ``isolation_note``."""
+        source = self.cluster if self.cluster is not None else self.pool
+        return source.isolation
+
+    @property
+    def isolation_note(self) -> str | None:
+        source = self.cluster if self.cluster is not None else self.pool
+        return source.isolation_note
 
     def execute(
         self, observer: RunObserver | None = None, *, command_started: float | None = None
@@ -155,14 +186,20 @@ class Runner:
             self.start()
         assert self._prompts is not None
         settings, client = self.settings, self.client
-        return execute_run(
-            self.run,
-            settings,
-            lambda: make_agent(settings.agent.model, settings, client),
-            self._prompts,
-            self.pool,
-            observer or QuietObserver(),
-            command_started=command_started,
+        observer = observer or QuietObserver()
+        source: EpisodeSource
+        if self.cluster is not None:
+            source = self.cluster
+        else:
+            source = LocalEpisodes(
+                settings,
+                lambda: make_agent(settings.agent.model, settings, client),
+                self._prompts,
+                self.pool,
+                observer.event,
+            )
+        return execute_episodes(
+            self.run, settings, source, observer, command_started=command_started
         )
 
 
@@ -212,6 +249,91 @@ def pending_indices(run: RunDir, runs: int) -> tuple[list[EpisodeRecord], list[i
     return kept, [i for i in range(runs) if i not in done]
 
 
+class EpisodeSource(Protocol):
+    """Where a run's episodes are played: threads on this machine (``LocalEpisodes``) or the
+    nodes of a Ray cluster (``leakbench.runner.cluster``). The run's loop is the same for both."""
+
+    kind: str  # run.executor
+    isolation: str
+    episodes_rerun: int  # episodes played again because where they ran was lost
+
+    def play(
+        self,
+        run: RunDir,
+        todo: list[int],
+        finished: queue.Queue[EpisodeRecord | BaseException],
+        cancel: threading.Event,
+    ) -> None:
+        """Start playing the episodes ``todo`` and return at once. Each episode's files and
+        record are written to ``run`` before its record goes to ``finished``; a fault that stops
+        the source goes there as an exception. Once ``cancel`` is set nothing more is written
+        (an episode cut short leaves no line and runs again on resume)."""
+        ...
+
+
+class LocalEpisodes:
+    """Episodes on threads of this process, sandboxes from ``pool``."""
+
+    kind = "local"
+    episodes_rerun = 0
+
+    def __init__(
+        self,
+        settings: Settings,
+        make_agent: Callable[[], Agent],
+        prompts: tuple[str, str],
+        pool: SandboxPool,
+        on_event: Callable[[int, str, str], None] | None = None,
+    ) -> None:
+        self.settings, self.make_agent, self.prompts = settings, make_agent, prompts
+        self.pool, self.on_event = pool, on_event
+        self.isolation = pool.isolation
+
+    def play(
+        self,
+        run: RunDir,
+        todo: list[int],
+        finished: queue.Queue[EpisodeRecord | BaseException],
+        cancel: threading.Event,
+    ) -> None:
+        env = EpisodeEnv(
+            settings=self.settings,
+            pool=self.pool,
+            make_agent=self.make_agent,
+            prompts=self.prompts,
+            sandbox_slots=sandbox_slots(self.settings),
+            instance_key=run.instance_key(),
+            on_event=self.on_event,
+            cancel=cancel,
+        )
+        tasks: queue.Queue[int] = queue.Queue()
+        for index in todo:
+            tasks.put(index)
+
+        def worker() -> None:
+            while not cancel.is_set():
+                try:
+                    index = tasks.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    record = Episode(env, index, run.fresh_episode_dir(index)).run()
+                    if cancel.is_set() and record.outcome == "error":
+                        return  # cut short by the interruption (its sandbox closed): resume runs it
+                    run.append(record)
+                except EpisodeCancelled:
+                    return
+                except BaseException as exc:  # never lose a worker silently
+                    if not cancel.is_set():
+                        finished.put(exc)
+                    return
+                finished.put(record)
+
+        # Daemon threads: an interrupted run exits at once, without waiting on a model reply.
+        for i in range(min(self.settings.run.concurrency, len(todo))):
+            threading.Thread(target=worker, name=f"episode-{i}", daemon=True).start()
+
+
 def execute_run(
     run: RunDir,
     settings: Settings,
@@ -222,7 +344,21 @@ def execute_run(
     *,
     command_started: float | None = None,
 ) -> RunResult:
-    """Run every pending episode of ``run`` while holding its writer lock.
+    """Run every pending episode of ``run`` on this machine while holding its writer lock
+    (``execute_episodes`` with ``LocalEpisodes``)."""
+    source = LocalEpisodes(settings, make_agent, prompts, pool, observer.event)
+    return execute_episodes(run, settings, source, observer, command_started=command_started)
+
+
+def execute_episodes(
+    run: RunDir,
+    settings: Settings,
+    source: EpisodeSource,
+    observer: RunObserver,
+    *,
+    command_started: float | None = None,
+) -> RunResult:
+    """Run every pending episode of ``run`` from ``source`` while holding its writer lock.
 
     Ctrl-C (or SIGTERM, raised as ``KeyboardInterrupt`` by the CLI) marks the run interrupted
     and re-raises; every episode finished by then is on disk and ``--resume`` runs the rest.
@@ -232,67 +368,28 @@ def execute_run(
     ``command_wall_s``.
     """
     with run.writing("run"):
-        return _execute(run, settings, make_agent, prompts, pool, observer, command_started)
+        return _execute(run, settings, source, observer, command_started)
 
 
 def _execute(
     run: RunDir,
     settings: Settings,
-    make_agent: Callable[[], Agent],
-    prompts: tuple[str, str],
-    pool: SandboxPool,
+    source: EpisodeSource,
     observer: RunObserver,
     command_started: float | None,
 ) -> RunResult:
     clock = time.perf_counter()
     base_wall, base_command = run.manifest.wall_s, run.manifest.command_wall_s
+    base_rerun = run.manifest.episodes_rerun
     command_clock = clock if command_started is None else command_started
     try:
         records, todo = pending_indices(run, settings.run.runs)
-        run.write_manifest(status="running", isolation=pool.isolation)
+        run.write_manifest(status="running", isolation=source.isolation, executor=source.kind)
     except OSError as exc:
         raise _store_error(run, exc) from None
     observer.started(settings.run.runs, list(records))
-    env = EpisodeEnv(
-        settings=settings,
-        pool=pool,
-        make_agent=make_agent,
-        prompts=prompts,
-        sandbox_slots=sandbox_slots(settings),
-        instance_key=run.instance_key(),
-        on_event=observer.event,
-    )
-    tasks: queue.Queue[int] = queue.Queue()
-    for index in todo:
-        tasks.put(index)
     finished: queue.Queue[EpisodeRecord | BaseException] = queue.Queue()
-
-    def worker() -> None:
-        while not env.cancel.is_set():
-            try:
-                index = tasks.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                record = Episode(env, index, run.fresh_episode_dir(index)).run()
-                if env.cancel.is_set() and record.outcome == "error":
-                    return  # cut short by the interruption (its sandbox closed): run on resume
-                run.append(record)
-            except EpisodeCancelled:
-                return
-            except BaseException as exc:  # never lose a worker silently
-                if not env.cancel.is_set():
-                    finished.put(exc)
-                return
-            finished.put(record)
-
-    # Daemon threads: an interrupted run exits at once, without waiting on a model reply.
-    threads = [
-        threading.Thread(target=worker, name=f"episode-{i}", daemon=True)
-        for i in range(min(settings.run.concurrency, len(todo)))
-    ]
-    for thread in threads:
-        thread.start()
+    cancel = threading.Event()
     written = clock
 
     def update_manifest(**status: str) -> None:
@@ -303,10 +400,13 @@ def _execute(
             usage=total_usage(records, run.manifest.usage_of_dropped),
             wall_s=base_wall + written - clock,
             command_wall_s=base_command + written - command_clock,
+            episodes_rerun=base_rerun + source.episodes_rerun,
             **status,
         )
 
     try:
+        if todo:
+            source.play(run, todo, finished, cancel)
         for _ in todo:
             item = _next(finished)
             if isinstance(item, BaseException):
@@ -321,7 +421,7 @@ def _execute(
         errors = any(r.outcome == "error" for r in records)
         update_manifest(status="completed_with_errors" if errors else "completed")
     except BaseException as exc:
-        env.cancel.set()
+        cancel.set()
         try:
             records = run.records()  # also what finished but was not taken from the queue yet
             update_manifest(status="interrupted")

@@ -66,6 +66,9 @@ class RunManifest(BaseModel):
     preset: str
     status: RunStatus
     isolation: str = "unknown"
+    executor: str = "local"  # run.executor of the last session: local or ray
+    # Episodes played again, over every session, because the Ray node playing them was lost.
+    episodes_rerun: int = 0
     runs: int
     base_seed: int
     counts: dict[str, int] = Field(default_factory=dict)

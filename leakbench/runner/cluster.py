@@ -1,0 +1,394 @@
+"""A run's episodes on the nodes of a Ray cluster (``run.executor = "ray"``, SPEC §12).
+
+Each node with a CPU gets one long-lived actor, ``NodeEpisodes``, which owns that node's sandbox
+pool (one zygote per node) and plays episodes exactly as a local run does (``Episode``), in a
+private scratch folder. It hands each finished episode back whole: its record and its files.
+The driver is the run's only writer: ``RayEpisodes`` writes each episode's files atomically,
+then appends its record, so a cluster run's folder is a local run's folder (resume, re-grade,
+``report`` and ``view`` read it unchanged) and killing the driver loses or repeats nothing.
+
+A node that dies mid-episode takes that episode with it; the driver runs it again on another
+node. An index is written once: the driver counts what it writes, never what the nodes report.
+
+Secrets cross the boundary in memory only: the instance key and the model API's variables are
+arguments of the actor's constructor, held in the actor's process. The sandbox zygote on each
+node starts from an environment built from nothing (``sandbox.pool``), as it does locally.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from leakbench import __version__
+from leakbench.errors import LeakbenchError
+from leakbench.settings import Settings
+from leakbench.store.files import write_atomic
+from leakbench.store.runs import EpisodeRecord, RunDir
+
+INSTALL_HINT = 'install the extra on the driver and on every node: pip install "leakbench[ray]"'
+# How long the driver waits for every node's actor to launch its sandbox pool and say so.
+READY_TIMEOUT_S = 180.0
+# How often the driver looks for nodes that joined (a wait for results returns at least this
+# often, so Ctrl-C and a lost node are noticed).
+POLL_S = 0.2
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a ``LeakbenchError`` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise LeakbenchError(
+            'run.executor = "ray" needs Ray, which is not installed', hint=INSTALL_HINT
+        ) from None
+    return ray
+
+
+class NodeEpisodes:
+    """The actor on one node: its sandbox pool and the episodes played there.
+
+    Made through ``ray.remote`` by ``RayEpisodes``; a plain class, so it is testable without Ray.
+    The constructor launches the node's sandbox zygote; ``start`` takes the secrets (the
+    instance key and the model API client's variables from ``agents.client_environment``) as
+    arguments of an actor call, which Ray hands from process to process and keeps in no table,
+    and sets the variables in this process's environment only: the sandbox never inherits it.
+    """
+
+    def __init__(self, settings: Settings, prompts: tuple[str, str], node_cpus: int) -> None:
+        from leakbench.sandbox import SandboxPool
+
+        self.settings, self.prompts, self.node_cpus = settings, prompts, node_cpus
+        self.pool = SandboxPool()
+        self.pool.launch()  # the zygote imports its stack while the driver sends the secrets
+        self.env: Any = None
+        self.scratch = Path(tempfile.mkdtemp(prefix="leakbench-node-"))  # 0700, this actor's own
+
+    def start(self, instance_key: bytes | None, secrets: dict[str, str]) -> dict[str, Any]:
+        """Wait for the sandbox, make the model API client; what the driver checks before
+        sending episodes: version, isolation, host."""
+        import socket
+
+        from leakbench.agents import api_client, make_agent
+        from leakbench.runner.episode import EpisodeEnv
+
+        settings = self.settings
+        os.environ.update(secrets)
+        self.pool.start()
+        client = api_client(settings)
+        model = settings.agent.model
+        self.env = EpisodeEnv(
+            settings=settings,
+            pool=self.pool,
+            make_agent=lambda: make_agent(model, settings, client),
+            prompts=self.prompts,
+            sandbox_slots=threading.Semaphore(
+                settings.run.sandbox_concurrency or max(1, self.node_cpus)
+            ),
+            instance_key=instance_key,
+        )
+        return {
+            "version": __version__,
+            "isolation": self.pool.isolation,
+            "isolation_note": self.pool.isolation_note,
+            "host": socket.gethostname(),
+        }
+
+    def run_episode(self, index: int) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """Play episode ``index``: its record (as JSON data) and its files by relative path."""
+        from leakbench.runner.episode import Episode
+
+        folder = Path(tempfile.mkdtemp(prefix=f"ep{index}-", dir=self.scratch))
+        try:
+            record = Episode(self.env, index, folder).run()
+            files = {
+                path.relative_to(folder).as_posix(): path.read_bytes()
+                for path in sorted(folder.rglob("*"))
+                if path.is_file()
+            }
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return record.model_dump(mode="json"), files
+
+    def close(self) -> None:
+        self.pool.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+@dataclass
+class _Node:
+    node_id: str
+    cpus: int
+    actor: Any
+    host: str = ""
+    in_flight: int = 0
+    played: int = 0
+    alive: bool = True
+
+
+@dataclass
+class ClusterStats:
+    """Where a run's episodes went: per node (host:node-id prefix), and how many ran again."""
+
+    episodes: dict[str, int] = field(default_factory=dict)
+    rerun: int = 0  # episodes run again because their node was lost before returning them
+    nodes_lost: int = 0
+
+
+class RayEpisodes:
+    """A run's episodes on a Ray cluster (an ``EpisodeSource`` of ``runner.run``).
+
+    ``connect`` joins (or starts) the cluster and launches one actor per node with a CPU;
+    ``play`` dispatches episodes to them from a thread of the driver; ``close`` ends the
+    actors and, if this object started or joined Ray, disconnects.
+    """
+
+    kind = "ray"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ray = import_ray()
+        self.isolation = "unknown"
+        self.isolation_note: str | None = None
+        self.notes: list[str] = []  # what the user should hear (nodes left out, a mixed cluster)
+        self.stats = ClusterStats()
+        self._nodes: dict[str, _Node] = {}
+        self._owns_ray = False
+        self._actor_class: Any = None
+        self._actor_args: tuple[Any, ...] = ()
+        self._secrets: tuple[bytes | None, dict[str, str]] = (None, {})
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def episodes_rerun(self) -> int:
+        return self.stats.rerun
+
+    @property
+    def node_count(self) -> int:
+        """Nodes playing episodes now."""
+        return sum(node.alive for node in self._nodes.values())
+
+    # -- start and stop --------------------------------------------------------------------------
+
+    def connect(
+        self, prompts: tuple[str, str], instance_key: bytes | None, secrets: dict[str, str]
+    ) -> None:
+        """Join the cluster and start one actor per node; returns once every actor is ready
+        (or has failed: a node whose actor cannot start is left out, and said so)."""
+        ray, settings = self.ray, self.settings
+        if not ray.is_initialized():
+            address = settings.run.ray_address or os.environ.get("RAY_ADDRESS") or None
+            options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+            if address is None:
+                options["include_dashboard"] = False  # only a Ray started here takes this
+            try:
+                ray.init(address=address, **options)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise LeakbenchError(
+                    f"cannot join the Ray cluster at {address or 'a new local Ray'}: {exc}",
+                    hint="check run.ray_address (--ray-address) or RAY_ADDRESS; `ray status` "
+                    "on the head node shows whether the cluster is up",
+                ) from None
+            self._owns_ray = True
+        concurrency = settings.run.node_concurrency or settings.run.concurrency
+        # A threaded actor: episodes wait on models and sandboxes, not on the actor's CPU. Two
+        # more threads answer start() and close() while episodes run.
+        self._actor_class = ray.remote(max_concurrency=concurrency + 2, max_restarts=0)(
+            NodeEpisodes
+        )
+        self._actor_args = (settings, prompts)
+        self._secrets = (instance_key, secrets)
+        self._add_new_nodes()
+        if not self._nodes:
+            raise LeakbenchError(
+                "no Ray node could run episodes: " + ("; ".join(self.notes) or "none has a CPU"),
+                hint="every node needs leakbench with the ray extra installed, and a CPU for Ray",
+            )
+
+    def _add_new_nodes(self) -> None:
+        """Launch an actor on every live node with a CPU that has none yet; wait for them."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        ray = self.ray
+        fresh: list[_Node] = []
+        for info in ray.nodes():
+            node_id, cpus = info["NodeID"], int(info.get("Resources", {}).get("CPU", 0))
+            known = self._nodes.get(node_id)
+            if not info.get("Alive") or cpus < 1 or (known is not None and known.alive):
+                continue
+            actor = self._actor_class.options(
+                num_cpus=1,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            ).remote(*self._actor_args, cpus)
+            fresh.append(_Node(node_id, cpus, actor))
+            self._nodes[node_id] = fresh[-1]
+        isolations = {self.isolation} - {"unknown"}
+        for node in fresh:
+            try:
+                info = ray.get(node.actor.start.remote(*self._secrets), timeout=READY_TIMEOUT_S)
+            except Exception as exc:  # a node that cannot start: left out, said so
+                node.alive = False
+                self.notes.append(f"node {node.node_id[:8]} left out: {_ray_error(exc)}")
+                with contextlib.suppress(Exception):
+                    ray.kill(node.actor)
+                continue
+            if info["version"] != __version__:
+                node.alive = False
+                self.notes.append(
+                    f"node {info['host']} left out: it has leakbench {info['version']}, "
+                    f"the driver {__version__}"
+                )
+                ray.kill(node.actor)
+                continue
+            node.host = info["host"]
+            isolations.add(info["isolation"])
+            if info["isolation_note"]:
+                self.isolation_note = info["isolation_note"]
+        # The run states the weakest isolation any of its episodes had.
+        for level in ("reduced", "full"):
+            if level in isolations:
+                self.isolation = level
+                break
+
+    def close(self) -> None:
+        """End every actor (their sandboxes go with them) and leave Ray if this joined it."""
+        ray = self.ray
+        for node in self._nodes.values():
+            if node.alive:
+                with contextlib.suppress(Exception):
+                    ray.get(node.actor.close.remote(), timeout=10)
+            with contextlib.suppress(Exception):
+                ray.kill(node.actor)
+        self._nodes.clear()
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+            self._owns_ray = False
+
+    # -- episodes --------------------------------------------------------------------------------
+
+    def play(
+        self,
+        run: RunDir,
+        todo: list[int],
+        finished: queue.Queue[EpisodeRecord | BaseException],
+        cancel: threading.Event,
+    ) -> None:
+        def dispatch() -> None:
+            try:
+                self._dispatch(run, todo, finished, cancel)
+            except BaseException as exc:  # never lose the dispatcher silently
+                if not cancel.is_set():
+                    finished.put(exc)
+
+        self._thread = threading.Thread(target=dispatch, name="ray-dispatch", daemon=True)
+        self._thread.start()
+
+    def _dispatch(
+        self,
+        run: RunDir,
+        todo: list[int],
+        finished: queue.Queue[EpisodeRecord | BaseException],
+        cancel: threading.Event,
+    ) -> None:
+        """Keep every node busy up to the caps; write each episode that comes back, once."""
+        ray = self.ray
+        waiting = collections.deque(todo)
+        in_flight: dict[Any, tuple[int, _Node]] = {}
+        written: set[int] = set()
+        total_cap = self.settings.run.concurrency
+        node_cap = self.settings.run.node_concurrency or total_cap
+        while (waiting or in_flight) and not cancel.is_set():
+            while waiting and len(in_flight) < total_cap:
+                node = self._pick(node_cap)
+                if node is None:
+                    break
+                index = waiting.popleft()
+                node.in_flight += 1
+                in_flight[node.actor.run_episode.remote(index)] = (index, node)
+            if not in_flight:
+                # Every node is lost: look for any that joined, else stop (resume runs the rest).
+                self._add_new_nodes()
+                if self._pick(node_cap) is None:
+                    raise LeakbenchError(
+                        f"every Ray node was lost; {len(waiting)} episodes not run",
+                        hint=f"when nodes are back: leakbench run --resume {run.run_id}",
+                    )
+                continue
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                index, node = in_flight.pop(ref)
+                node.in_flight -= 1
+                try:
+                    data, files = ray.get(ref)
+                except ray.exceptions.RayTaskError:
+                    raise  # a fault of the harness on the node, not of the node: say it
+                except ray.exceptions.RayError as exc:  # the node (or its result) is gone
+                    self._lose(node, exc)
+                    waiting.appendleft(index)
+                    with self._lock:
+                        self.stats.rerun += 1
+                    continue
+                if cancel.is_set() or index in written:
+                    continue
+                record = EpisodeRecord.model_validate(data)
+                _write_episode(run, index, files)
+                run.append(record)  # the commit point: an episode is done once its line is
+                written.add(index)
+                node.played += 1
+                with self._lock:
+                    key = f"{node.host}:{node.node_id[:8]}"
+                    self.stats.episodes[key] = self.stats.episodes.get(key, 0) + 1
+                finished.put(record)
+
+    def _pick(self, node_cap: int) -> _Node | None:
+        """The live node with the fewest episodes in flight per CPU, below ``node_cap``."""
+        live = [n for n in self._nodes.values() if n.alive and n.in_flight < node_cap]
+        return min(live, key=lambda n: (n.in_flight / n.cpus, -n.cpus), default=None)
+
+    def _lose(self, node: _Node, exc: BaseException) -> None:
+        if node.alive:
+            node.alive = False
+            with self._lock:
+                self.stats.nodes_lost += 1
+            self.notes.append(f"node {node.host or node.node_id[:8]} lost: {_ray_error(exc)}")
+
+
+def _write_episode(run: RunDir, index: int, files: dict[str, bytes]) -> None:
+    """Write an episode's files into its fresh folder; names that would leave it are refused."""
+    folder = run.fresh_episode_dir(index)
+    for name, data in files.items():
+        parts = PurePosixPath(name).parts
+        if not parts or PurePosixPath(name).is_absolute() or ".." in parts:
+            raise LeakbenchError(f"episode {index}: a node sent a file named {name!r}")
+        target = folder.joinpath(*parts)
+        write_atomic(target, data)
+
+
+def _ray_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def connect_cluster(
+    settings: Settings, prompts: tuple[str, str], instance_key: bytes | None
+) -> RayEpisodes:
+    """``RayEpisodes`` ready to play, with the model API's variables of this machine."""
+    from leakbench.agents import client_environment
+
+    cluster = RayEpisodes(settings)
+    try:
+        cluster.connect(prompts, instance_key, client_environment(settings))
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
