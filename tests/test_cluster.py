@@ -211,7 +211,9 @@ def _files(run_dir: Path) -> dict[int, list[str]]:
 
 @needs_ray
 @pytest.mark.slow
-def test_a_cluster_run_has_the_outcomes_and_folder_of_a_local_run(tmp_path, cluster, reference):
+def test_a_cluster_run_has_the_outcomes_and_folder_of_a_local_run(
+    cli, tmp_path, cluster, reference
+):
     key, expected = reference
     settings = _cluster_settings(tmp_path, cluster)
     made = RunDir.create(tmp_path, settings, [], key=key)
@@ -231,6 +233,11 @@ def test_a_cluster_run_has_the_outcomes_and_folder_of_a_local_run(tmp_path, clus
     import ray
 
     assert not ray.is_initialized()  # the runner left the Ray it joined
+    # The commands that read runs read it as a local one.
+    for command in (("report",), ("view", made.run_id, "3"), ("grade", made.run_id)):
+        result = cli("--results-dir", tmp_path, *command)
+        assert result.exit_code == 0, (command, result.output)
+    assert _outcomes(RunDir.open(made.path).records()) == expected  # re-graded, same verdicts
 
     # The secret key reached no file Ray wrote on either node (logs, session data).
     secrets = [key, key.hex().encode(), base64.b64encode(key)]
