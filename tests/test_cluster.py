@@ -158,6 +158,21 @@ needs_ray = pytest.mark.skipif(
 )
 
 
+@needs_ray
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "auto"])
+def test_a_cluster_nobody_answers_at_is_one_line_and_no_run_folder(cli, tmp_path, address):
+    # Ray alone would wait for a HOST:PORT that never answers; "auto" with no Ray running here.
+    if address == "auto" and Path(tempfile.gettempdir(), "ray", "ray_current_cluster").exists():
+        pytest.skip("a Ray cluster runs on this machine")
+    results = tmp_path / "results"
+    started = time.monotonic()
+    result = cli("--results-dir", results, "run", "--executor", "ray", "--ray-address", address)
+    assert result.exit_code == 1, result.output
+    assert f"cannot join the Ray cluster at {address}" in result.output
+    assert time.monotonic() - started < 60
+    assert not results.exists() or not any(results.iterdir())
+
+
 @pytest.fixture
 def cluster() -> Iterator[object]:
     """Two nodes of one CPU each on this machine, in a temp folder of their own (other Rays on

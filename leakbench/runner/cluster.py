@@ -23,8 +23,10 @@ import logging
 import os
 import queue
 import shutil
+import socket
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -38,6 +40,8 @@ from leakbench.store.runs import EpisodeRecord, RunDir
 INSTALL_HINT = 'install the extra on the driver and on every node: pip install "leakbench[ray]"'
 # How long the driver waits for every node's actor to launch its sandbox pool and say so.
 READY_TIMEOUT_S = 180.0
+# How long the driver waits for the cluster's address to answer at all.
+PROBE_TIMEOUT_S = 10.0
 # How often the driver looks for nodes that joined (a wait for results returns at least this
 # often, so Ctrl-C and a lost node are noticed).
 POLL_S = 0.2
@@ -76,8 +80,6 @@ class NodeEpisodes:
     def start(self, instance_key: bytes | None, secrets: dict[str, str]) -> dict[str, Any]:
         """Wait for the sandbox, make the model API client; what the driver checks before
         sending episodes: version, isolation, host."""
-        import socket
-
         from leakbench.agents import api_client, make_agent
         from leakbench.runner.episode import EpisodeEnv
 
@@ -147,9 +149,9 @@ class ClusterStats:
 class RayEpisodes:
     """A run's episodes on a Ray cluster (an ``EpisodeSource`` of ``runner.run``).
 
-    ``connect`` joins (or starts) the cluster and launches one actor per node with a CPU;
-    ``play`` dispatches episodes to them from a thread of the driver; ``close`` ends the
-    actors and, if this object started or joined Ray, disconnects.
+    ``join`` joins (or starts) the cluster; ``start_nodes`` launches one actor per node with a
+    CPU; ``play`` dispatches episodes to them from a thread of the driver; ``close`` ends the
+    actors and, if this object joined Ray, leaves it.
     """
 
     kind = "ray"
@@ -180,47 +182,59 @@ class RayEpisodes:
 
     # -- start and stop --------------------------------------------------------------------------
 
-    def connect(
+    def join(self) -> None:
+        """Join the cluster (``run.ray_address``, else ``RAY_ADDRESS``, else a Ray started here);
+        a ``LeakbenchError`` saying which address failed. Already joined: that Ray is used."""
+        ray = self.ray
+        if ray.is_initialized():
+            return
+        address = self.settings.run.ray_address or os.environ.get("RAY_ADDRESS") or None
+        options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+        if address is None:
+            options["include_dashboard"] = False  # only a Ray started here takes this
+        try:
+            if address is not None:
+                _probe(address)  # Ray itself waits for an address that never answers
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise LeakbenchError(
+                f"cannot join the Ray cluster at {address or 'a new local Ray'}: "
+                f"{_first_line(exc)}",
+                hint="check run.ray_address (--ray-address) or RAY_ADDRESS; `ray status` on the "
+                "head node shows whether the cluster is up",
+            ) from None
+        self._owns_ray = True
+
+    def start_nodes(
         self, prompts: tuple[str, str], instance_key: bytes | None, secrets: dict[str, str]
     ) -> None:
-        """Join the cluster and start one actor per node; returns once every actor is ready
-        (or has failed: a node whose actor cannot start is left out, and said so)."""
-        ray, settings = self.ray, self.settings
-        if not ray.is_initialized():
-            address = settings.run.ray_address or os.environ.get("RAY_ADDRESS") or None
-            options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
-            if address is None:
-                options["include_dashboard"] = False  # only a Ray started here takes this
-            try:
-                ray.init(address=address, **options)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise LeakbenchError(
-                    f"cannot join the Ray cluster at {address or 'a new local Ray'}: {exc}",
-                    hint="check run.ray_address (--ray-address) or RAY_ADDRESS; `ray status` "
-                    "on the head node shows whether the cluster is up",
-                ) from None
-            self._owns_ray = True
+        """Start one actor per node; returns once every actor is ready (or has failed: a node
+        whose actor cannot start is left out, and said so)."""
+        self.join()
+        settings = self.settings
         concurrency = settings.run.node_concurrency or settings.run.concurrency
         # A threaded actor: episodes wait on models and sandboxes, not on the actor's CPU. Two
         # more threads answer start() and close() while episodes run.
-        self._actor_class = ray.remote(max_concurrency=concurrency + 2, max_restarts=0)(
+        self._actor_class = self.ray.remote(max_concurrency=concurrency + 2, max_restarts=0)(
             NodeEpisodes
         )
         self._actor_args = (settings, prompts)
         self._secrets = (instance_key, secrets)
         self._add_new_nodes()
-        if not self._nodes:
+        if not self.node_count:
             raise LeakbenchError(
                 "no Ray node could run episodes: " + ("; ".join(self.notes) or "none has a CPU"),
-                hint="every node needs leakbench with the ray extra installed, and a CPU for Ray",
+                hint="every node needs leakbench (the driver's version) with the ray extra, "
+                "and a CPU for Ray",
             )
 
     def _add_new_nodes(self) -> None:
-        """Launch an actor on every live node with a CPU that has none yet; wait for them."""
+        """Launch an actor on every live node with a CPU that has none (alive) yet; wait for
+        them, all at once."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         ray = self.ray
-        fresh: list[_Node] = []
+        fresh: list[tuple[_Node, Any]] = []
         for info in ray.nodes():
             node_id, cpus = info["NodeID"], int(info.get("Resources", {}).get("CPU", 0))
             known = self._nodes.get(node_id)
@@ -230,12 +244,13 @@ class RayEpisodes:
                 num_cpus=1,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
             ).remote(*self._actor_args, cpus)
-            fresh.append(_Node(node_id, cpus, actor))
-            self._nodes[node_id] = fresh[-1]
+            node = self._nodes[node_id] = _Node(node_id, cpus, actor)
+            fresh.append((node, actor.start.remote(*self._secrets)))
+        deadline = time.monotonic() + READY_TIMEOUT_S
         isolations = {self.isolation} - {"unknown"}
-        for node in fresh:
+        for node, started in fresh:
             try:
-                info = ray.get(node.actor.start.remote(*self._secrets), timeout=READY_TIMEOUT_S)
+                info = ray.get(started, timeout=max(1.0, deadline - time.monotonic()))
             except Exception as exc:  # a node that cannot start: left out, said so
                 node.alive = False
                 self.notes.append(f"node {node.node_id[:8]} left out: {_ray_error(exc)}")
@@ -261,12 +276,15 @@ class RayEpisodes:
                 break
 
     def close(self) -> None:
-        """End every actor (their sandboxes go with them) and leave Ray if this joined it."""
+        """Stop dispatching, end every actor (their sandboxes go with them) and leave Ray if
+        this joined it. Once this returns nothing more is written to the run."""
         ray = self.ray
+        if self._thread is not None:
+            self._thread.join(timeout=30)  # it stops within POLL_S once the run is cancelled
+        closing = [n.actor.close.remote() for n in self._nodes.values() if n.alive]
+        with contextlib.suppress(Exception):
+            ray.wait(closing, num_returns=len(closing), timeout=10)
         for node in self._nodes.values():
-            if node.alive:
-                with contextlib.suppress(Exception):
-                    ray.get(node.actor.close.remote(), timeout=10)
             with contextlib.suppress(Exception):
                 ray.kill(node.actor)
         self._nodes.clear()
@@ -374,21 +392,22 @@ def _write_episode(run: RunDir, index: int, files: dict[str, bytes]) -> None:
         write_atomic(target, data)
 
 
-def _ray_error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
-
-def connect_cluster(
-    settings: Settings, prompts: tuple[str, str], instance_key: bytes | None
-) -> RayEpisodes:
-    """``RayEpisodes`` ready to play, with the model API's variables of this machine."""
-    from leakbench.agents import client_environment
-
-    cluster = RayEpisodes(settings)
+def _probe(address: str) -> None:
+    """A ``ConnectionError`` unless something answers on ``address``'s port (HOST:PORT or
+    ray://HOST:PORT; ``auto`` and other forms are Ray's to resolve)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
     try:
-        cluster.connect(prompts, instance_key, client_environment(settings))
-    except BaseException:
-        cluster.close()
-        raise
-    return cluster
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({exc.strerror or exc})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def _ray_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {_first_line(exc)}"

@@ -101,15 +101,16 @@ class Runner:
         # One spelling per model in run ids, manifests and reports (claude-x -> anthropic/...).
         self.settings = settings.with_overrides({"agent.model": f"{provider}/{name}"})
         self.client: Any = api_client(self.settings)
-        self.on_cluster = self.settings.run.executor == "ray"
-        if self.on_cluster:
-            from leakbench.runner.cluster import import_ray
-
-            import_ray()  # says how to install it before any folder is made
         # On a cluster each node's actor owns a pool; this one is only a caller's, left alone.
         self.pool = pool if pool is not None else SandboxPool()
         self._owns_pool = pool is None
         self.cluster: RayEpisodes | None = None
+        if self.settings.run.executor == "ray":
+            from leakbench.runner.cluster import RayEpisodes
+
+            # Ray installed and the cluster reachable, like the model's key, before any folder.
+            self.cluster = RayEpisodes(self.settings)
+            self.cluster.join()
         self._resume = resume
         self._argv = list(argv)
         self._stack = contextlib.ExitStack()
@@ -119,9 +120,11 @@ class Runner:
     def __enter__(self) -> Runner:
         if self._owns_pool:
             self._stack.callback(self.pool.close)
+        if self.cluster is not None:
+            self._stack.callback(self.cluster.close)
         try:
             # The zygote imports the scientific stack in its own process while this one goes on.
-            if not self.on_cluster:
+            if self.cluster is None:
                 self.pool.launch()
             run = self._resume
             if run is None:
@@ -153,14 +156,14 @@ class Runner:
         from leakbench.env.prompts import build_prompts
 
         self._prompts = build_prompts(self.settings)
-        if not self.on_cluster:
+        if self.cluster is None:
             self.pool.start()
             return
-        from leakbench.runner.cluster import connect_cluster
+        from leakbench.agents import client_environment
 
         assert self.run is not None, "Runner.start() outside its with block"
-        self.cluster = connect_cluster(self.settings, self._prompts, self.run.instance_key())
-        self._stack.callback(self.cluster.close)
+        secrets = client_environment(self.settings)
+        self.cluster.start_nodes(self._prompts, self.run.instance_key(), secrets)
 
     @property
     def isolation(self) -> str:
