@@ -35,6 +35,7 @@ from leakbench.settings import Settings, SettingsSources, resolve
 from leakbench.store.runs import EpisodeRecord, RunDir
 from leakbench.task.generate import make_instance
 from leakbench.task.keys import new_key
+from tests import fake_ray
 
 RUNS = 20
 
@@ -148,6 +149,69 @@ def test_resume_may_move_a_run_between_executors(cli, tmp_path):
     )
     assert again.exit_code == 0, again.output
     assert "were made with other settings" not in again.output
+
+
+def _on_fake_ray(tmp_path, monkeypatch, runs: int):
+    fake = fake_ray.install(monkeypatch, {"node-a": 1, "node-b": 1})
+    flags = {"run.runs": runs, "run.executor": "ray", "run.concurrency": 6}
+    settings = _settings(tmp_path, **{**flags, "run.sandbox_concurrency": 1})
+    return fake, settings, RunDir.create(tmp_path, settings, [])
+
+
+def _indices_logged(run_dir: RunDir) -> list[int]:
+    lines = (run_dir.path / "episodes.jsonl").read_text().splitlines()
+    return sorted(json.loads(line)["index"] for line in lines)
+
+
+def test_the_driver_plays_a_lost_nodes_episodes_again_and_writes_each_once(tmp_path, monkeypatch):
+    # The dispatching logic, with Ray's calls played in this process (tests/fake_ray.py).
+    fake, settings, made = _on_fake_ray(tmp_path, monkeypatch, runs=8)
+    seen: list[int] = []
+
+    def on_finished(record: EpisodeRecord) -> None:
+        seen.append(record.index)
+        if len(seen) == 2:
+            fake.kill_node("node-b")  # mid-episode: its actor and sandboxes go
+
+    with Runner(settings, resume=made) as runner:
+        runner.start()
+        assert runner.cluster is not None and runner.cluster.node_count == 2
+        result = runner.execute(QuietObserver(on_finished))
+        stats = runner.cluster.stats
+    assert stats.nodes_lost == 1 and stats.rerun >= 1
+    assert [r.index for r in result.records] == list(range(8))
+    assert {r.outcome for r in result.records} <= {"passed", "failed"}
+    assert _indices_logged(made) == list(range(8))  # each index written once
+    assert sorted(_files(made.path)) == list(range(8))
+    manifest = RunDir.open(made.path).manifest
+    assert (manifest.executor, manifest.episodes_rerun) == ("ray", stats.rerun)
+    assert fake.init_calls[0]["address"] is None  # no address: a Ray started for the run
+    assert not fake.is_initialized()  # and left at the end
+
+
+def test_a_run_that_loses_every_node_stops_resumable(tmp_path, monkeypatch):
+    fake, settings, made = _on_fake_ray(tmp_path, monkeypatch, runs=6)
+
+    def on_finished(record: EpisodeRecord) -> None:
+        fake.kill_node("node-a")
+        fake.kill_node("node-b")
+
+    with (
+        pytest.raises(LeakbenchError, match="every Ray node was lost") as raised,
+        Runner(settings, resume=made) as runner,
+    ):
+        runner.start()
+        runner.execute(QuietObserver(on_finished))
+    assert f"leakbench run --resume {made.run_id}" in (raised.value.hint or "")
+    stopped = RunDir.open(made.path)
+    assert stopped.manifest.status == "interrupted"
+    kept = _indices_logged(stopped)
+    assert 1 <= len(kept) < 6
+    # Resumed on this machine: the rest, each once, with the run's key.
+    local = stopped.settings().with_overrides({"run.executor": "local"})
+    result = run(local, resume=stopped)
+    assert [r.index for r in result.records] == list(range(6))
+    assert _indices_logged(stopped) == list(range(6))
 
 
 # -- on a real two-node Ray cluster ------------------------------------------------------------

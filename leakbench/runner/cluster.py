@@ -11,8 +11,9 @@ A node that dies mid-episode takes that episode with it; the driver runs it agai
 node. An index is written once: the driver counts what it writes, never what the nodes report.
 
 Secrets cross the boundary in memory only: the instance key and the model API's variables are
-arguments of the actor's constructor, held in the actor's process. The sandbox zygote on each
-node starts from an environment built from nothing (``sandbox.pool``), as it does locally.
+the arguments of one actor call (``NodeEpisodes.start``), held in the actor's process. The
+sandbox zygote on each node starts from an environment built from nothing (``sandbox.pool``),
+as it does locally.
 """
 
 from __future__ import annotations
@@ -42,8 +43,7 @@ INSTALL_HINT = 'install the extra on the driver and on every node: pip install "
 READY_TIMEOUT_S = 180.0
 # How long the driver waits for the cluster's address to answer at all.
 PROBE_TIMEOUT_S = 10.0
-# How often the driver looks for nodes that joined (a wait for results returns at least this
-# often, so Ctrl-C and a lost node are noticed).
+# The longest the dispatcher waits for a result before it looks at the run's cancel flag again.
 POLL_S = 0.2
 
 
@@ -133,7 +133,6 @@ class _Node:
     actor: Any
     host: str = ""
     in_flight: int = 0
-    played: int = 0
     alive: bool = True
 
 
@@ -362,7 +361,6 @@ class RayEpisodes:
                 _write_episode(run, index, files)
                 run.append(record)  # the commit point: an episode is done once its line is
                 written.add(index)
-                node.played += 1
                 with self._lock:
                     key = f"{node.host}:{node.node_id[:8]}"
                     self.stats.episodes[key] = self.stats.episodes.get(key, 0) + 1
