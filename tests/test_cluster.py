@@ -328,6 +328,27 @@ def test_a_cluster_run_has_the_outcomes_and_folder_of_a_local_run(
 
 
 @needs_ray
+def test_joining_ray_keeps_the_callers_sigterm_handler(tmp_path, cluster):
+    # ray.init puts in a SIGTERM handler of its own; the command line's (SIGTERM -> the run
+    # marked interrupted, exit 143 with the resume command) must survive it.
+    from leakbench.runner.cluster import RayEpisodes
+
+    def mine(signum, frame):  # pragma: no cover - never called
+        pass
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        joined = RayEpisodes(_cluster_settings(tmp_path, cluster))
+        joined.join()
+        try:
+            assert signal.getsignal(signal.SIGTERM) is mine
+        finally:
+            joined.close()
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@needs_ray
 @pytest.mark.slow
 def test_model_api_secrets_reach_the_nodes_in_memory_only(tmp_path, cluster, monkeypatch):
     # An openai/ model through the real SDK on both nodes: the API key and the instance key

@@ -24,6 +24,7 @@ import logging
 import os
 import queue
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -191,6 +192,10 @@ class RayEpisodes:
         options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
         if address is None:
             options["include_dashboard"] = False  # only a Ray started here takes this
+        # ray.init installs a SIGTERM handler of its own (sys.exit); the caller's, such as the
+        # command line's (SIGTERM -> interrupted run, exit 143), is put back.
+        main = threading.current_thread() is threading.main_thread()
+        on_sigterm = signal.getsignal(signal.SIGTERM) if main else None
         try:
             if address is not None:
                 _probe(address)  # Ray itself waits for an address that never answers
@@ -202,6 +207,9 @@ class RayEpisodes:
                 hint="check run.ray_address (--ray-address) or RAY_ADDRESS; `ray status` on the "
                 "head node shows whether the cluster is up",
             ) from None
+        finally:
+            if on_sigterm is not None:
+                signal.signal(signal.SIGTERM, on_sigterm)
         self._owns_ray = True
 
     def start_nodes(
