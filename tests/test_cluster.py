@@ -189,6 +189,23 @@ def test_the_driver_plays_a_lost_nodes_episodes_again_and_writes_each_once(tmp_p
     assert not fake.is_initialized()  # and left at the end
 
 
+def test_the_command_line_runs_on_a_cluster_and_says_where(cli, tmp_path, monkeypatch):
+    fake_ray.install(monkeypatch, {"node-a": 1, "node-b": 2})
+    results = tmp_path / "results"
+    result = cli(
+        "--results-dir", results, "run", "--executor", "ray", "--ray-address", "auto",
+        "--runs", "4", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "ray: 2 nodes, one sandbox pool each" in result.output
+    assert "ray: episodes per node:" in result.output
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert (summary["executor"], summary["episodes"], summary["error"]) == ("ray", 4, 0)
+    (folder,) = results.iterdir()
+    assert 'executor = "ray"' in (folder / "settings.toml").read_text()
+    assert sorted(_files(folder)) == [0, 1, 2, 3]
+
+
 def test_a_run_that_loses_every_node_stops_resumable(tmp_path, monkeypatch):
     fake, settings, made = _on_fake_ray(tmp_path, monkeypatch, runs=6)
 

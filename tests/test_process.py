@@ -37,9 +37,17 @@ def test_the_entry_point_imports_neither_pandas_nor_typer_before_it_starts_the_z
 
 
 @pytest.mark.parametrize(
-    "args", [["report"], ["run", "--help"], ["-h", "run"], ["settings", "run"]]
+    "args",
+    [
+        ["report"],
+        ["run", "--help"],
+        ["-h", "run"],
+        ["settings", "run"],
+        ["run", "--executor", "ray"],  # the nodes start their own sandboxes
+        ["run", "--executor=ray", "--runs", "5"],
+    ],
 )
-def test_no_early_zygote_but_for_a_run(args):
+def test_no_early_zygote_but_for_a_local_run(args):
     process.start_sandbox_early(args)
     assert process.take_early_pool() is None
 

@@ -288,6 +288,8 @@ def _print_summary(result: RunResult, json_out: bool, settings: Settings) -> Non
         "preset": manifest.preset,
         "status": manifest.status,
         "isolation": manifest.isolation,
+        "executor": manifest.executor,
+        "episodes_rerun": manifest.episodes_rerun,
         "public_seeds": manifest.public_seeds,
         "episodes": len(records),
         **{k: v for k, v in counts.items() if k != "done"},
@@ -346,6 +348,10 @@ def _print_table(summary: dict[str, Any], records: list[Any]) -> None:
     )
     table.add_row("status", summary["status"])
     table.add_row("isolation", summary["isolation"])
+    if summary["executor"] != "local" or summary["episodes_rerun"]:
+        rerun = summary["episodes_rerun"]
+        again = f" ({rerun} episodes run again: their node was lost)" if rerun else ""
+        table.add_row("executor", f"{summary['executor']}{again}")
     if summary["public_seeds"]:
         table.add_row("instances", "public seeds: NOT tamper-proof")
     display.print_table(table)
