@@ -61,6 +61,8 @@ class _Actor:
             try:
                 result = getattr(self.instance.result(), name)(*args)
             except BaseException as exc:
+                if self.dead.is_set():  # what failed was the node going away under the call
+                    raise ActorDiedError(f"the actor on node {self.node_id} died") from exc
                 raise RayTaskError(f"{type(exc).__name__}: {exc}") from exc
             if self.dead.is_set():  # died while the call ran: its result is lost
                 raise ActorDiedError(f"the actor on node {self.node_id} died")

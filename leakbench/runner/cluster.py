@@ -260,7 +260,13 @@ class RayEpisodes:
                 info = ray.get(started, timeout=max(1.0, deadline - time.monotonic()))
             except Exception as exc:  # a node that cannot start: left out, said so
                 node.alive = False
-                self.notes.append(f"node {node.node_id[:8]} left out: {_ray_error(exc)}")
+                why = _ray_error(exc)
+                if isinstance(exc, ray.exceptions.GetTimeoutError):
+                    why = (
+                        f"its actor was not ready within {READY_TIMEOUT_S:.0f} s (no free CPU for "
+                        "it, as when another run's actors hold them all?)"
+                    )
+                self.notes.append(f"node {node.node_id[:8]} left out: {why}")
                 with contextlib.suppress(Exception):
                     ray.kill(node.actor)
                 continue
