@@ -20,8 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from leakbench.agents.base import Agent
-from leakbench.env.episode import sandbox_slots
-from leakbench.runner.episode import Episode, EpisodeCancelled, EpisodeEnv
+from leakbench.runner.local import LocalEpisodes
 from leakbench.sandbox import SandboxPool
 from leakbench.settings import Settings
 from leakbench.store.runs import (
@@ -84,7 +83,10 @@ class Runner:
     block ends, so no other leakbench writes it meanwhile. A ``pool`` passed in is used and
     left open (the caller may run more with it); one made here is closed at the end. When the
     block ends with Ctrl-C (``KeyboardInterrupt``) before the episodes began, the run is marked
-    interrupted; during them, ``execute`` has done so.
+    interrupted; during them, ``execute`` has done so. With ``run.executor = "ray"`` the
+    episodes are played on a Ray cluster's nodes (``leakbench.runner.cluster``): Ray and the
+    cluster's address are checked before any folder is made, ``start`` starts one actor per
+    node, and ``pool`` is not used.
     """
 
     def __init__(
@@ -180,7 +182,7 @@ class Runner:
     def execute(
         self, observer: RunObserver | None = None, *, command_started: float | None = None
     ) -> RunResult:
-        """Run every pending episode (see ``execute_run``)."""
+        """Run every pending episode (see ``execute_episodes``)."""
         from leakbench.agents import make_agent
 
         if self.run is None:
@@ -253,8 +255,8 @@ def pending_indices(run: RunDir, runs: int) -> tuple[list[EpisodeRecord], list[i
 
 
 class EpisodeSource(Protocol):
-    """Where a run's episodes are played: threads on this machine (``LocalEpisodes``) or the
-    nodes of a Ray cluster (``leakbench.runner.cluster``). The run's loop is the same for both."""
+    """Where a run's episodes are played: threads on this machine (``runner.local``) or the
+    nodes of a Ray cluster (``runner.cluster``). The run's loop is the same for both."""
 
     kind: str  # run.executor
     isolation: str
@@ -272,69 +274,6 @@ class EpisodeSource(Protocol):
         the source goes there as an exception. Once ``cancel`` is set nothing more is written
         (an episode cut short leaves no line and runs again on resume)."""
         ...
-
-
-class LocalEpisodes:
-    """Episodes on threads of this process, sandboxes from ``pool``."""
-
-    kind = "local"
-    episodes_rerun = 0
-
-    def __init__(
-        self,
-        settings: Settings,
-        make_agent: Callable[[], Agent],
-        prompts: tuple[str, str],
-        pool: SandboxPool,
-        on_event: Callable[[int, str, str], None] | None = None,
-    ) -> None:
-        self.settings, self.make_agent, self.prompts = settings, make_agent, prompts
-        self.pool, self.on_event = pool, on_event
-        self.isolation = pool.isolation
-
-    def play(
-        self,
-        run: RunDir,
-        todo: list[int],
-        finished: queue.Queue[EpisodeRecord | BaseException],
-        cancel: threading.Event,
-    ) -> None:
-        env = EpisodeEnv(
-            settings=self.settings,
-            pool=self.pool,
-            make_agent=self.make_agent,
-            prompts=self.prompts,
-            sandbox_slots=sandbox_slots(self.settings),
-            instance_key=run.instance_key(),
-            on_event=self.on_event,
-            cancel=cancel,
-        )
-        tasks: queue.Queue[int] = queue.Queue()
-        for index in todo:
-            tasks.put(index)
-
-        def worker() -> None:
-            while not cancel.is_set():
-                try:
-                    index = tasks.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    record = Episode(env, index, run.fresh_episode_dir(index)).run()
-                    if cancel.is_set() and record.outcome == "error":
-                        return  # cut short by the interruption (its sandbox closed): resume runs it
-                    run.append(record)
-                except EpisodeCancelled:
-                    return
-                except BaseException as exc:  # never lose a worker silently
-                    if not cancel.is_set():
-                        finished.put(exc)
-                    return
-                finished.put(record)
-
-        # Daemon threads: an interrupted run exits at once, without waiting on a model reply.
-        for i in range(min(self.settings.run.concurrency, len(todo))):
-            threading.Thread(target=worker, name=f"episode-{i}", daemon=True).start()
 
 
 def execute_run(
