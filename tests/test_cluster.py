@@ -204,6 +204,9 @@ def test_the_command_line_runs_on_a_cluster_and_says_where(cli, tmp_path, monkey
     (folder,) = results.iterdir()
     assert 'executor = "ray"' in (folder / "settings.toml").read_text()
     assert sorted(_files(folder)) == [0, 1, 2, 3]
+    shown = cli("--results-dir", results, "view", folder.name)
+    assert shown.exit_code == 0, shown.output
+    assert "4/4 episodes done · on ray" in shown.stdout
 
 
 def test_a_run_that_loses_every_node_stops_resumable(tmp_path, monkeypatch):

@@ -144,6 +144,7 @@ def run_header(view: RunView) -> Text:
             " · ",
             _t(view.status),
             f" · {view.done}/{view.planned} episodes done",
+            f" · on {view.executor}" if view.executor != "local" else "",
         )
     )
     if view.metric:

@@ -103,6 +103,7 @@ class RunView(BaseModel):
     created_at: str
     done: int
     planned: int
+    executor: str = "local"  # where the episodes were played: local, or ray (a cluster)
     metric: str | None = None
     threshold: float | None = None
     lower_is_better: bool = False
@@ -247,6 +248,7 @@ def load_run_view(run: RunDir) -> RunView:
         created_at=manifest.created_at,
         done=len(records),
         planned=manifest.runs,
+        executor=manifest.executor,
         metric=last.metric if last else None,
         threshold=last.threshold if last else None,
         # from the metric: an error's record has no score, so says nothing about its direction
