@@ -75,6 +75,7 @@ def run_command(
             "--executor",
             help="Where episodes run: local (this machine) or ray (a Ray cluster's nodes; "
             'pip install "leakbench[ray]").',
+            metavar="local|ray",
         ),
     ] = None,
     ray_address: Annotated[
