@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -243,16 +244,28 @@ needs_ray = pytest.mark.skipif(
 
 
 @needs_ray
-@pytest.mark.parametrize("address", ["127.0.0.1:1", "auto"])
-def test_a_cluster_nobody_answers_at_is_one_line_and_no_run_folder(cli, tmp_path, address):
-    # Ray alone would wait for a HOST:PORT that never answers; "auto" with no Ray running here.
-    if address == "auto" and Path(tempfile.gettempdir(), "ray", "ray_current_cluster").exists():
-        pytest.skip("a Ray cluster runs on this machine")
+@pytest.mark.parametrize("case", ["silent address", "no cluster", "stale record"])
+def test_a_cluster_nobody_answers_at_is_one_line_and_no_run_folder(
+    cli, tmp_path, monkeypatch, case
+):
+    # Ray alone waits forever on a HOST:PORT that never answers, and "auto" follows the
+    # address `ray start` recorded on this machine even when that cluster is gone.
+    from ray._private import services
+
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: [])
+    monkeypatch.setattr(
+        services,
+        "find_bootstrap_address",
+        lambda temp_dir: "127.0.0.1:1" if case == "stale record" else None,
+    )
+    address = "127.0.0.1:1" if case == "silent address" else "auto"
     results = tmp_path / "results"
     started = time.monotonic()
     result = cli("--results-dir", results, "run", "--executor", "ray", "--ray-address", address)
     assert result.exit_code == 1, result.output
     assert f"cannot join the Ray cluster at {address}" in result.output
+    if case != "no cluster":  # (Ray may spell 127.0.0.1 as this machine's address)
+        assert re.search(r"nothing answers at [\d.]+:1 \(", result.output), result.output
     assert time.monotonic() - started < 60
     assert not results.exists() or not any(results.iterdir())
 

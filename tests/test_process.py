@@ -45,6 +45,7 @@ def test_the_entry_point_imports_neither_pandas_nor_typer_before_it_starts_the_z
         ["settings", "run"],
         ["run", "--executor", "ray"],  # the nodes start their own sandboxes
         ["run", "--executor=ray", "--runs", "5"],
+        ["run", "--resume", "RUN", "--ray-address", "10.0.0.5:6379"],
     ],
 )
 def test_no_early_zygote_but_for_a_local_run(args):

@@ -99,9 +99,10 @@ def start_sandbox_early(args: list[str]) -> None:
     global _early_pool
     if _command_name(args) != "run" or {"-h", "--help"} & set(args):
         return
-    if "--executor=ray" in args or any(
+    on_cluster = "--executor=ray" in args or any(
         a == "--executor" and b == "ray" for a, b in itertools.pairwise(args)
-    ):
+    )
+    if on_cluster or any(a.startswith("--ray-address") for a in args):
         return  # the sandboxes are the cluster nodes' own
     from leakbench.sandbox.pool import SandboxPool
 

@@ -198,7 +198,7 @@ class RayEpisodes:
         on_sigterm = signal.getsignal(signal.SIGTERM) if main else None
         try:
             if address is not None:
-                _probe(address)  # Ray itself waits for an address that never answers
+                _probe(_bootstrap_address(address))  # Ray waits forever on a silent address
             ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise LeakbenchError(
@@ -402,6 +402,18 @@ def _write_episode(run: RunDir, index: int, files: dict[str, bytes]) -> None:
             raise LeakbenchError(f"episode {index}: a node sent a file named {name!r}")
         target = folder.joinpath(*parts)
         write_atomic(target, data)
+
+
+def _bootstrap_address(address: str) -> str:
+    """HOST:PORT for ``address``; ``auto`` is looked up as Ray does (the cluster ``ray start``
+    recorded on this machine, which may be stale), with Ray's own helper."""
+    if address != "auto":
+        return address
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # a Ray without the helper: leave the lookup to ray.init
+        return address
+    return canonicalize_bootstrap_address(address) or address
 
 
 def _probe(address: str) -> None:
