@@ -73,7 +73,14 @@ def test_a_node_plays_an_episode_as_a_local_run_does(tmp_path):
     settings = _settings(tmp_path, **{"run.runs": 1})
     key = new_key()
     prompts = build_prompts(settings)
+    # What an actor killed with its node left behind: the next actor on the machine removes it.
+    from leakbench.runner.cluster import SCRATCH_PREFIX
+    from leakbench.store.files import owned_temp_folder
+
+    abandoned, owner = owned_temp_folder(SCRATCH_PREFIX)
+    os.close(owner)
     node = NodeEpisodes(settings, prompts, node_cpus=1)
+    assert not Path(abandoned).exists()
     try:
         info = node.start(key, {"LEAKBENCH_TEST_SECRET": "s3cr3t-value"})
         assert info["isolation"] in ("full", "reduced")
@@ -90,7 +97,8 @@ def test_a_node_plays_an_episode_as_a_local_run_does(tmp_path):
         assert os.environ.get("LEAKBENCH_TEST_SECRET") == "s3cr3t-value"
         assert "s3cr3t" not in seen and "LEAKBENCH_TEST_SECRET" not in seen
         scratch = node.scratch
-        assert list(scratch.iterdir()) == []  # the episode's scratch is gone once handed back
+        # The episode's folder is gone once handed back; the actor's owner lock stays.
+        assert [p.name for p in scratch.iterdir()] == ["owner.lock"]
     finally:
         node.close()
         os.environ.pop("LEAKBENCH_TEST_SECRET", None)

@@ -36,10 +36,11 @@ from typing import Any
 from leakbench import __version__
 from leakbench.errors import LeakbenchError
 from leakbench.settings import Settings
-from leakbench.store.files import write_atomic
+from leakbench.store.files import owned_temp_folder, sweep_abandoned, write_atomic
 from leakbench.store.runs import EpisodeRecord, RunDir
 
 INSTALL_HINT = 'install the extra on the driver and on every node: pip install "leakbench[ray]"'
+SCRATCH_PREFIX = "leakbench-node-"
 # How long the driver waits for every node's actor to launch its sandbox pool and say so.
 READY_TIMEOUT_S = 180.0
 # How long the driver waits for the cluster's address to answer at all.
@@ -65,7 +66,7 @@ class NodeEpisodes:
     Made through ``ray.remote`` by ``RayEpisodes``; a plain class, so it is testable without Ray.
     The constructor launches the node's sandbox zygote; ``start`` takes the secrets (the
     instance key and the model API client's variables from ``agents.client_environment``) as
-    arguments of an actor call, which Ray hands from process to process and keeps in no table,
+    arguments of an actor call (unlike constructor arguments, not kept in Ray's actor table),
     and sets the variables in this process's environment only: the sandbox never inherits it.
     """
 
@@ -76,7 +77,11 @@ class NodeEpisodes:
         self.pool = SandboxPool()
         self.pool.launch()  # the zygote imports its stack while the driver sends the secrets
         self.env: Any = None
-        self.scratch = Path(tempfile.mkdtemp(prefix="leakbench-node-"))  # 0700, this actor's own
+        # Episodes are played in this actor's own folder (0700). A killed actor (its node lost,
+        # its driver killed) cannot remove its folder: the next actor on the machine does.
+        sweep_abandoned(SCRATCH_PREFIX)
+        folder, self._owner = owned_temp_folder(SCRATCH_PREFIX)
+        self.scratch = Path(folder)
 
     def start(self, instance_key: bytes | None, secrets: dict[str, str]) -> dict[str, Any]:
         """Wait for the sandbox, make the model API client; what the driver checks before
@@ -125,6 +130,9 @@ class NodeEpisodes:
     def close(self) -> None:
         self.pool.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
+        if self._owner >= 0:
+            os.close(self._owner)
+            self._owner = -1
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leakbench.sandbox.models import SandboxError, SandboxLimits, WorkerHandle
+from leakbench.store.files import owned_temp_folder, sweep_abandoned
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -411,40 +412,19 @@ class _Reaper:
 
 
 _BASE_PREFIX = "leakbench-sandbox-"
-_OWNER_LOCK = "owner.lock"
 
 
 def _owned_base() -> tuple[str, int]:
     """A new scratch base folder in the temp folder, and the descriptor of the ``flock`` that
     marks it as ours for as long as this process holds it (a crash releases it too)."""
-    base = tempfile.mkdtemp(prefix=_BASE_PREFIX)
+    base, fd = owned_temp_folder(_BASE_PREFIX)
     os.chmod(base, 0o711)  # workers may enter their own folder, not list others
-    fd = os.open(os.path.join(base, _OWNER_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.write(fd, str(os.getpid()).encode())  # for people only: pids mean nothing across namespaces
     return base, fd
 
 
 def _sweep_abandoned() -> None:
-    """Remove scratch bases whose owner died without closing its pool (kill -9, OOM).
-
-    Ownership is the ``flock`` on the base's lock file, not a pid: a harness in another pid
-    namespace (a container, a CI job) shows no pid we could check, but its lock is held all the
-    same, so its folders are never touched. A base without a lock file is not ours to judge.
-    """
-    for base in Path(tempfile.gettempdir()).glob(f"{_BASE_PREFIX}*"):
-        try:
-            fd = os.open(base / _OWNER_LOCK, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # held: a live pool
-        else:
-            shutil.rmtree(base, ignore_errors=True)
-        finally:
-            os.close(fd)
+    """Remove scratch bases whose owner died without closing its pool (kill -9, OOM)."""
+    sweep_abandoned(_BASE_PREFIX)
 
 
 class _UidLease:

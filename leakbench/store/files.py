@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +44,42 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+OWNER_LOCK = "owner.lock"
+
+
+def owned_temp_folder(prefix: str) -> tuple[str, int]:
+    """A new folder in the temp folder, and the descriptor of the ``flock`` that marks it as
+    this process's for as long as the descriptor is open (a crash releases it too)."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    fd = os.open(os.path.join(folder, OWNER_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, str(os.getpid()).encode())  # for people only: pids mean nothing across namespaces
+    return folder, fd
+
+
+def sweep_abandoned(prefix: str) -> None:
+    """Remove ``owned_temp_folder`` folders whose owner died without removing them (kill -9,
+    OOM, a lost Ray node's actor).
+
+    Ownership is the ``flock`` on the folder's lock file, not a pid: a process in another pid
+    namespace (a container, a CI job) shows no pid we could check, but its lock is held all the
+    same, so its folders are never touched. A folder without a lock file is not ours to judge.
+    """
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        try:
+            fd = os.open(folder / OWNER_LOCK, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # held: a live owner
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def current_umask() -> int:
