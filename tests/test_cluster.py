@@ -216,6 +216,10 @@ def test_the_command_line_runs_on_a_cluster_and_says_where(cli, tmp_path, monkey
     shown = cli("--results-dir", results, "view", folder.name)
     assert shown.exit_code == 0, shown.output
     assert "4/4 episodes done · on ray" in shown.stdout
+    logs = tmp_path / "logs"
+    exported = cli("--results-dir", results, "export", folder.name, "--out", logs)
+    assert exported.exit_code == 0, exported.output
+    assert len(list(logs.iterdir())) == 1  # one Inspect log of the cluster run
 
 
 def test_a_run_that_loses_every_node_stops_resumable(tmp_path, monkeypatch):

@@ -84,6 +84,35 @@ def test_a_pool_never_sweeps_the_scratch_of_a_live_harness_in_another_pid_namesp
     assert not base.exists()
 
 
+def test_a_scratch_folder_being_made_is_never_taken_for_abandoned(tmp_path, monkeypatch):
+    # A neighbour sweeps at the worst moment: after the new folder and its lock file exist,
+    # before the lock is taken. The lock file gets its name only once locked, so the sweep
+    # passes the folder by.
+    from leakbench.store import files
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    real_flock = files.fcntl.flock
+    swept: list[bool] = []
+
+    def flock_after_a_neighbours_sweep(fd: int, operation: int) -> None:
+        if not swept and not operation & files.fcntl.LOCK_NB:
+            swept.append(True)
+            files.sweep_abandoned("leakbench-test-")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(files.fcntl, "flock", flock_after_a_neighbours_sweep)
+    folder, fd = files.owned_temp_folder("leakbench-test-")
+    try:
+        assert swept and Path(folder).is_dir()
+        assert (Path(folder) / files.OWNER_LOCK).is_file()
+        files.sweep_abandoned("leakbench-test-")  # held: left alone
+        assert Path(folder).is_dir()
+    finally:
+        os.close(fd)
+    files.sweep_abandoned("leakbench-test-")  # released: abandoned, removed
+    assert not Path(folder).exists()
+
+
 def test_uid_blocks_are_leased_once_across_harnesses(monkeypatch):
     picks = iter([7, 7, 7, 8])
     monkeypatch.setattr(pool_module.secrets, "randbelow", lambda n: next(picks))

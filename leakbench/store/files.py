@@ -53,9 +53,13 @@ def owned_temp_folder(prefix: str) -> tuple[str, int]:
     """A new folder in the temp folder, and the descriptor of the ``flock`` that marks it as
     this process's for as long as the descriptor is open (a crash releases it too)."""
     folder = tempfile.mkdtemp(prefix=prefix)
-    fd = os.open(os.path.join(folder, OWNER_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    staging = os.path.join(folder, f".{OWNER_LOCK}.new")
+    fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     os.write(fd, str(os.getpid()).encode())  # for people only: pids mean nothing across namespaces
+    # The lock file gets the name ``sweep_abandoned`` looks for only once it is locked: between
+    # creating and locking it, another process's sweep would take the new folder for abandoned.
+    os.rename(staging, os.path.join(folder, OWNER_LOCK))
     return folder, fd
 
 
