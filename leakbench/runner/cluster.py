@@ -144,12 +144,17 @@ class _Node:
     in_flight: int = 0
     alive: bool = True
 
+    @property
+    def label(self) -> str:
+        """How messages and the per-node counts name it: host and the start of its Ray id."""
+        return f"{self.host}:{self.node_id[:8]}" if self.host else self.node_id[:8]
+
 
 @dataclass
 class ClusterStats:
     """Where a run's episodes went: per node (host:node-id prefix), and how many ran again."""
 
-    episodes: dict[str, int] = field(default_factory=dict)
+    episodes: collections.Counter[str] = field(default_factory=collections.Counter)
     rerun: int = 0  # episodes run again because their node was lost before returning them
     nodes_lost: int = 0
 
@@ -176,7 +181,6 @@ class RayEpisodes:
         self._actor_class: Any = None
         self._actor_args: tuple[Any, ...] = ()
         self._secrets: tuple[bytes | None, dict[str, str]] = (None, {})
-        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @property
@@ -274,7 +278,7 @@ class RayEpisodes:
                         f"its actor was not ready within {READY_TIMEOUT_S:.0f} s (no free CPU for "
                         "it, as when another run's actors hold them all?)"
                     )
-                self.notes.append(f"node {node.node_id[:8]} left out: {why}")
+                self.notes.append(f"node {node.label} left out: {why}")
                 with contextlib.suppress(Exception):
                     ray.kill(node.actor)
                 continue
@@ -322,83 +326,93 @@ class RayEpisodes:
         finished: queue.Queue[EpisodeRecord | BaseException],
         cancel: threading.Event,
     ) -> None:
-        def dispatch() -> None:
-            try:
-                self._dispatch(run, todo, finished, cancel)
-            except BaseException as exc:  # never lose the dispatcher silently
-                if not cancel.is_set():
-                    finished.put(exc)
-
-        self._thread = threading.Thread(target=dispatch, name="ray-dispatch", daemon=True)
+        self._thread = threading.Thread(
+            target=self._dispatch,
+            args=(run, collections.deque(todo), finished, cancel),
+            name="ray-dispatch",
+            daemon=True,
+        )
         self._thread.start()
 
     def _dispatch(
         self,
         run: RunDir,
-        todo: list[int],
+        waiting: collections.deque[int],
         finished: queue.Queue[EpisodeRecord | BaseException],
         cancel: threading.Event,
     ) -> None:
-        """Keep every node busy up to the caps; write each episode that comes back, once."""
-        ray = self.ray
-        waiting = collections.deque(todo)
-        in_flight: dict[Any, tuple[int, _Node]] = {}
-        written: set[int] = set()
+        """Keep every node busy up to the caps; write each episode that comes back. An index is
+        in flight once at a time and goes back to ``waiting`` only when its result is lost, so
+        each is written once. A fault goes to ``finished``: the dispatcher is never lost
+        silently."""
+        try:
+            in_flight: dict[Any, tuple[int, _Node]] = {}
+            while (waiting or in_flight) and not cancel.is_set():
+                self._fill(waiting, in_flight)
+                if not in_flight:  # every node is lost
+                    self._replace_lost_nodes(len(waiting), run)
+                    continue
+                ready, _ = self.ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
+                for ref in ready:
+                    index, node = in_flight.pop(ref)
+                    node.in_flight -= 1
+                    episode = self._take(ref, node)
+                    if episode is None:
+                        waiting.appendleft(index)  # its node is lost: play it elsewhere
+                    elif not cancel.is_set():
+                        data, files = episode
+                        record = EpisodeRecord.model_validate(data)
+                        _write_episode(run, index, files)
+                        run.append(record)  # the commit point: done once its line is written
+                        self.stats.episodes[node.label] += 1
+                        finished.put(record)
+        except BaseException as exc:
+            if not cancel.is_set():
+                finished.put(exc)
+
+    def _fill(
+        self, waiting: collections.deque[int], in_flight: dict[Any, tuple[int, _Node]]
+    ) -> None:
+        """Send waiting episodes to the least busy live nodes, up to the caps."""
         total_cap = self.settings.run.concurrency
         node_cap = self.settings.run.node_concurrency or total_cap
-        while (waiting or in_flight) and not cancel.is_set():
-            while waiting and len(in_flight) < total_cap:
-                node = self._pick(node_cap)
-                if node is None:
-                    break
-                index = waiting.popleft()
-                node.in_flight += 1
-                in_flight[node.actor.run_episode.remote(index)] = (index, node)
-            if not in_flight:
-                # Every node is lost: look for any that joined, else stop (resume runs the rest).
-                self._add_new_nodes()
-                if self._pick(node_cap) is None:
-                    raise LeakbenchError(
-                        f"every Ray node was lost; {len(waiting)} episodes not run",
-                        hint=f"when nodes are back: leakbench run --resume {run.run_id}",
-                    )
-                continue
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
-            for ref in ready:
-                index, node = in_flight.pop(ref)
-                node.in_flight -= 1
-                try:
-                    data, files = ray.get(ref)
-                except ray.exceptions.RayTaskError:
-                    raise  # a fault of the harness on the node, not of the node: say it
-                except ray.exceptions.RayError as exc:  # the node (or its result) is gone
-                    self._lose(node, exc)
-                    waiting.appendleft(index)
-                    with self._lock:
-                        self.stats.rerun += 1
-                    continue
-                if cancel.is_set() or index in written:
-                    continue
-                record = EpisodeRecord.model_validate(data)
-                _write_episode(run, index, files)
-                run.append(record)  # the commit point: an episode is done once its line is
-                written.add(index)
-                with self._lock:
-                    key = f"{node.host}:{node.node_id[:8]}"
-                    self.stats.episodes[key] = self.stats.episodes.get(key, 0) + 1
-                finished.put(record)
+        while waiting and len(in_flight) < total_cap:
+            node = self._pick(node_cap)
+            if node is None:
+                return
+            index = waiting.popleft()
+            node.in_flight += 1
+            in_flight[node.actor.run_episode.remote(index)] = (index, node)
+
+    def _replace_lost_nodes(self, not_run: int, run: RunDir) -> None:
+        """Every node is lost: start actors on any that joined, else stop the run (resume
+        plays the rest)."""
+        self._add_new_nodes()
+        if not self.node_count:
+            raise LeakbenchError(
+                f"every Ray node was lost; {not_run} episodes not run",
+                hint=f"when nodes are back: leakbench run --resume {run.run_id}",
+            )
+
+    def _take(self, ref: Any, node: _Node) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+        """An episode's result, or None when its node (or the result) is lost."""
+        ray = self.ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError:
+            raise  # a fault of the harness on the node, not of the node: say it
+        except ray.exceptions.RayError as exc:
+            if node.alive:
+                node.alive = False
+                self.stats.nodes_lost += 1
+                self.notes.append(f"node {node.label} lost: {_ray_error(exc)}")
+            self.stats.rerun += 1
+            return None
 
     def _pick(self, node_cap: int) -> _Node | None:
         """The live node with the fewest episodes in flight per CPU, below ``node_cap``."""
         live = [n for n in self._nodes.values() if n.alive and n.in_flight < node_cap]
         return min(live, key=lambda n: (n.in_flight / n.cpus, -n.cpus), default=None)
-
-    def _lose(self, node: _Node, exc: BaseException) -> None:
-        if node.alive:
-            node.alive = False
-            with self._lock:
-                self.stats.nodes_lost += 1
-            self.notes.append(f"node {node.host or node.node_id[:8]} lost: {_ray_error(exc)}")
 
 
 def _write_episode(run: RunDir, index: int, files: dict[str, bytes]) -> None:
